@@ -1,0 +1,73 @@
+"""What every attack shares: the interface, the gradient-matching helpers, the registry."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from gradleak.errors import GradleakError
+from gradleak.registry import Registry
+from gradleak.types import AttackResult, SharedUpdate, StepObserver
+
+
+class Attack(Protocol):
+    """An attack sees the server's model and the shared update, never the private data."""
+
+    name: str
+
+    def check(self, update: SharedUpdate) -> None:
+        """Raise GradleakError (with the reason) when the update does not meet the attack's needs."""
+
+    def run(
+        self,
+        model: nn.Module,
+        update: SharedUpdate,
+        *,
+        generator: torch.Generator | None = None,
+        observer: StepObserver | None = None,
+    ) -> AttackResult: ...
+
+
+ATTACKS: Registry[type] = Registry("attack")
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (anisotropic TV), per batch."""
+    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    dy = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean()
+    return dx + dy
+
+
+def squared_l2_distance(dummy: Sequence[torch.Tensor], shared: Sequence[torch.Tensor]) -> torch.Tensor:
+    """DLG's distance: Σ‖g' − g‖² over all parameter tensors."""
+    return sum(((a - b) ** 2).sum() for a, b in zip(dummy, shared))  # type: ignore[return-value]
+
+
+def randn_like_on(shape: Sequence[int], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0,1) drawn on the CPU (so a seed gives the same start on every device), then moved."""
+    return torch.randn(tuple(shape), generator=generator).to(device)
+
+
+def require_gradient(update: SharedUpdate, attack: str) -> None:
+    if update.kind != "gradient":
+        raise GradleakError(
+            f"attack {attack!r} needs a shared gradient but the scenario shares a {update.kind}: "
+            "use --attack ig (which unrolls the client's local steps) or --scenario fedsgd"
+        )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def is_bad(value: float) -> bool:
+    return not math.isfinite(value)
+
+
+def finish(result: AttackResult) -> AttackResult:
+    result.images = result.images.detach().clamp(0, 1)
+    return result

@@ -1,0 +1,1 @@
+"""Command-line interface: ``gradleak run|text|…`` and the classic ``python main.py`` shim."""

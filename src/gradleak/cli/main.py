@@ -1,0 +1,227 @@
+"""``gradleak`` console command and the classic DLG ``main.py`` flags.
+
+Every user error is printed as one line (``gradleak run: error: …``) with exit code 2: never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from gradleak.errors import GradleakError
+
+DEMO_INDEX = 3  # bundled CIFAR-100 test image used when `gradleak run` is given no data flags
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports bad flags on one line instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None:
+    """The classic DLG reproduction flags, verbatim, plus gradleak's additions."""
+    from gradleak.attacks import ATTACKS
+    from gradleak.data import DATASETS
+    from gradleak.models import MODELS
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=None, help=f"one of {', '.join(DATASETS.names())} (default cifar100)")
+    data.add_argument("--index", type=int, default=None, help="index of the private sample (default 25)")
+    data.add_argument("--indices", type=int, nargs="+", default=None, help="several indices: a batch")
+    data.add_argument(
+        "--image", nargs="+", default=None, metavar="PATH",
+        help="your own image(s) instead of a dataset sample (resized to the dataset's input); several form a batch",
+    )
+    data.add_argument("--label", type=int, nargs="+", default=None, help="label(s) for --image (one per image)")
+    data.add_argument("--num-classes", type=int, default=None, help="class count (default: the dataset's)")
+    data.add_argument("--data-root", default="./data", help="where datasets live / are downloaded (default ./data)")
+    data.add_argument("--split", choices=["train", "test", "extra"], default=None, help="dataset split (default train)")
+    data.add_argument("--no-download", action="store_true", help="never download; fail if the data is absent")
+
+    attack = parser.add_argument_group("attack")
+    attack.add_argument("--iters", type=int, default=300, help="attack iterations (default 300)")
+    attack.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
+    attack.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: fits the dataset)")
+    attack.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    attack.add_argument(
+        "--attack", default=None,
+        help=f"one of {', '.join(ATTACKS.names())} (default {'dlg, the faithful original' if classic else _default_attack()})",
+    )
+    attack.add_argument("--tv-weight", type=float, default=0.0, help="total-variation prior weight (default 0)")
+
+    client = parser.add_argument_group("client")
+    client.add_argument("--scenario", choices=["fedsgd", "fedavg"], default="fedsgd", help="what the client shares")
+    client.add_argument("--local-steps", type=int, default=1, help="FedAvg local steps E (default 1)")
+    client.add_argument("--local-lr", type=float, default=1e-4, help="FedAvg local learning rate (default 1e-4)")
+    client.add_argument(
+        "--defense", action="append", default=[], metavar="SPEC",
+        help="client-side defense, repeatable, applied in order: gaussian:VAR, laplacian:SCALE, prune:RATIO, "
+        "fp16, int8, dpsgd:clip=C,sigma=S",
+    )
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--save-history", action="store_true", help="write history.png (snapshot every 10 iterations)")
+    output.add_argument("--save-final", action="store_true", help="write recon.png / target.png")
+    output.add_argument("--out", default=None, help="output folder (default runs/<time>-<dataset>-<model>/)")
+    output.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _default_attack() -> str:
+    from gradleak.attacks import ATTACKS
+
+    return "auto" if "auto" in ATTACKS else "idlg"
+
+
+def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object, str | None]:
+    """Turn parsed flags into a RunConfig; returns (config, note for the user or None)."""
+    from gradleak.experiment import RunConfig
+
+    note = None
+    no_data_flags = args.dataset is None and args.index is None and args.indices is None and args.image is None
+    if args.index is not None and args.indices is not None:
+        raise GradleakError("give either --index or --indices, not both")
+    indices = args.indices if args.indices is not None else [args.index if args.index is not None else 25]
+    split = args.split or "train"
+    dataset = args.dataset or "cifar100"
+    if no_data_flags and not classic:
+        # `gradleak run` with no data flags: an offline demo on a bundled real test image.
+        indices, split = [DEMO_INDEX], "test"
+        note = f"demo: bundled CIFAR-100 test image #{DEMO_INDEX} (choose data with --dataset/--index/--image)"
+    if args.label is not None and args.image is None and args.indices is None and args.index is None:
+        raise GradleakError("--label needs --image (or --index/--indices to override the dataset's labels)")
+    config = RunConfig(
+        dataset=dataset,
+        indices=list(indices),
+        images=list(args.image or []),
+        labels=list(args.label or []),
+        num_classes=args.num_classes,
+        data_root=args.data_root,
+        split=split,
+        download=not args.no_download,
+        iterations=args.iters,
+        seed=args.seed,
+        model=args.model,
+        device=args.device,
+        attack=args.attack or ("dlg" if classic else _default_attack()),
+        tv_weight=args.tv_weight,
+        scenario=args.scenario,
+        local_steps=args.local_steps,
+        local_lr=args.local_lr,
+        defenses=list(args.defense),
+        save_history=args.save_history,
+        save_final=args.save_final,
+        out=args.out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    return config, note
+
+
+def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
+    from gradleak.experiment import prepare, execute
+
+    parser = OneLineParser(prog=prog, description="Reconstruct private images from a shared gradient (DLG and successors).")
+    add_run_arguments(parser, classic=classic)
+    args = parser.parse_args(list(argv))
+    config, note = config_from_args(args, classic=classic)
+    if note and not config.quiet:  # type: ignore[attr-defined]
+        print(note)
+    prepared = prepare(config)  # type: ignore[arg-type]
+    if not config.quiet:  # type: ignore[attr-defined]
+        update = prepared.update
+        print(
+            f"{config.attack} on {config.dataset} {config.split} {'image(s) ' + ', '.join(config.images) if config.images else 'index ' + ' '.join(map(str, config.indices))}"  # type: ignore[attr-defined]
+            f" | model {prepared.model_name} | {update.kind} of batch {update.batch_size} | device {prepared.device}"
+        )
+    outcome = execute(prepared)
+    m = outcome.metrics
+    print(f"Final MSE={m['mse']:.6f} PSNR={m['psnr']:.2f} dB")
+    print(
+        f"SSIM={m['ssim']:.4f} label accuracy={m['label_accuracy']:.0%} iterations={m['iterations']} "
+        f"attack {m['seconds']:.1f} s ({m['stop_reason']})"
+    )
+    print(f"results in {outcome.out_dir}")
+    return 0
+
+
+def _text(argv: Sequence[str]) -> int:
+    from gradleak.text.cli import main as text_main
+
+    return text_main(list(argv))
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+    "run": ("reconstruct images from a shared gradient", lambda a: cmd_run(a, prog="gradleak run", classic=False)),
+    "text": ("recover a sentence from a BERT gradient", _text),
+}
+
+
+def register_command(name: str, help_text: str, func: Callable[[Sequence[str]], int]) -> None:
+    if name in COMMANDS:
+        raise ValueError(f"command {name!r} is already registered")
+    COMMANDS[name] = (help_text, func)
+
+
+def _usage() -> str:
+    lines = ["usage: gradleak COMMAND [options]   (gradleak COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<9} {text}" for name, (text, _) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _load_optional_commands() -> None:
+    # Commands whose modules may not exist yet in a partial install are added when importable.
+    import importlib
+
+    for module in ("gradleak.cli.sweep_commands",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def guarded(func: Callable[[], int], prog: str) -> int:
+    """Run ``func``; print GradleakError and interrupts as one line instead of a traceback."""
+    try:
+        return func()
+    except GradleakError as error:
+        sys.stderr.write(f"{prog}: error: {error}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; nothing was written for the unfinished run\n")
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _load_optional_commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from gradleak import __version__
+
+        print(f"gradleak {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.stderr.write(f"gradleak: error: unknown command {name!r}: choose one of {', '.join(COMMANDS)}\n")
+        return 2
+    return guarded(lambda: COMMANDS[name][1](rest), f"gradleak {name}")
+
+
+def classic_main(argv: Sequence[str] | None = None) -> int:
+    """``python main.py``: the classic DLG reproduction flags; DLG is the default attack."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return guarded(lambda: cmd_run(argv, prog="main.py", classic=True), "main.py")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

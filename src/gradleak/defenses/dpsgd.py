@@ -1,0 +1,279 @@
+"""DP-SGD (Abadi et al., 2016): per-example clipping plus Gaussian noise, at gradient time.
+
+Unlike the other defenses this one changes how the client computes its gradient, so it is not
+a transform of a finished :class:`~gradleak.types.SharedUpdate`: the scenario calls
+:meth:`DPSGD.private_gradient` instead of an ordinary backward pass. The privacy guarantee
+(epsilon for a given delta) comes from Google's ``dp-accounting`` RDP accountant, installed
+with ``pip install 'gradleak[dp]'``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gradleak.defenses.base import DEFENSES, DefenseKind, SpecError, parse_number
+from gradleak.defenses.noise import normal_like
+from gradleak.errors import GradleakError
+from gradleak.types import SharedUpdate
+
+_TINY = 1e-12
+
+
+def per_example_norms(grads: Sequence[Tensor]) -> Tensor:
+    """L2 norm of each example's gradient over all parameters jointly, shape (B,).
+
+    ``grads`` holds one tensor per parameter, each with the batch as its first dimension.
+    """
+    if not grads:
+        raise ValueError("per_example_norms needs at least one gradient tensor")
+    batch = grads[0].shape[0]
+    squares = sum(g.reshape(batch, -1).pow(2).sum(dim=1) for g in grads)
+    return torch.as_tensor(squares).sqrt()
+
+
+def clip_per_example(grads: Sequence[Tensor], clip: float) -> tuple[Tensor, ...]:
+    """Scale each example's gradient so that its joint L2 norm is at most ``clip``.
+
+    Example ``i`` is multiplied by ``min(1, clip / ||g_i||)``, the norm taken over all
+    parameters together (flat clipping, as in Abadi et al. and Opacus); gradients already
+    within the bound are unchanged. Returns new tensors; the inputs are not modified.
+    """
+    if not clip > 0:
+        raise ValueError(f"clip must be positive (got {clip})")
+    norms = per_example_norms(grads)
+    factors = (clip / norms.clamp_min(_TINY)).clamp(max=1.0)
+    return tuple(g * factors.reshape(-1, *([1] * (g.dim() - 1))).to(g.dtype) for g in grads)
+
+
+def _has_training_batchnorm(model: torch.nn.Module) -> bool:
+    return any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+        for m in model.modules()
+    )
+
+
+@dataclass
+class DPSGD:
+    """DP-SGD with flat per-example clipping to ``clip`` and Gaussian noise multiplier ``sigma``.
+
+    Spec: ``dpsgd:clip=C,sigma=S[,delta=D]`` (``delta`` defaults to 1e-5 and only matters for
+    :meth:`epsilon`). ``sigma`` is the noise multiplier: the noise added to the *sum* of clipped
+    per-example gradients has standard deviation ``sigma * clip`` per coordinate.
+
+    Example:
+        >>> DPSGD(clip=1.0, sigma=0.5).name
+        'dpsgd:clip=1.0,sigma=0.5,delta=1e-05'
+    """
+
+    clip: float
+    sigma: float
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        bad = []
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            bad.append(f"clip must be a positive number (got {self.clip})")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            bad.append(f"sigma must be >= 0 (got {self.sigma})")
+        if not 0 < self.delta < 1:
+            bad.append(f"delta must be in (0, 1) (got {self.delta})")
+        if bad:
+            raise GradleakError(
+                f"bad DP-SGD settings: {'; '.join(bad)}: pass e.g. dpsgd:clip=1.0,sigma=1.0"
+            )
+
+    @property
+    def name(self) -> str:
+        return f"dpsgd:clip={self.clip!r},sigma={self.sigma!r},delta={self.delta!r}"
+
+    def apply(
+        self, update: SharedUpdate, *, generator: torch.Generator | None = None
+    ) -> SharedUpdate:
+        """Always raises: DP-SGD acts when the gradient is computed, not on a shared update."""
+        raise GradleakError(
+            f"{self.name} cannot be applied to a finished update: DP-SGD must be applied by the "
+            "client at gradient time (the scenario calls DPSGD.private_gradient)"
+        )
+
+    def per_example_gradients(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        images: Tensor,
+        targets: Tensor,
+    ) -> tuple[Tensor, ...]:
+        """Unclipped per-example gradients, one (B, *param.shape) tensor per parameter.
+
+        Computed with ``torch.func``: ``vmap(grad(loss of a batch of one))`` over the batch,
+        with the model called through ``functional_call``. Parameters come in
+        ``model.parameters()`` order.
+        """
+        from torch.func import functional_call, grad, vmap
+
+        if _has_training_batchnorm(model):
+            raise GradleakError(
+                "DP-SGD needs per-example gradients, which BatchNorm in training mode mixes "
+                "across the batch: use a model without BatchNorm or put it in eval mode"
+            )
+        names = [name for name, _ in model.named_parameters()]
+        params = {name: p.detach() for name, p in model.named_parameters()}
+        buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+        def loss_of_one(params: dict[str, Tensor], image: Tensor, target: Tensor) -> Tensor:
+            pred = functional_call(model, (params, buffers), (image.unsqueeze(0),))
+            return loss_fn(pred, target.unsqueeze(0))
+
+        per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), randomness="different")(
+            params, images, targets
+        )
+        return tuple(per_example[name] for name in names)
+
+    def private_gradient(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        images: Tensor,
+        targets: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, ...]:
+        """The DP-SGD gradient the client shares, one tensor per parameter.
+
+        Per-example gradients via ``torch.func`` (``functional_call`` + ``vmap`` + ``grad``;
+        each example's loss is ``loss_fn`` on a batch of one), each clipped to joint L2 norm
+        ``<= clip`` over all parameters, summed, plus ``N(0, (sigma * clip)^2)`` noise per
+        coordinate, divided by the batch size.
+
+        Args:
+            model: the client's model (not modified; BatchNorm in training mode is refused).
+            loss_fn: ``loss_fn(pred, target)`` with ``pred`` the (B, K) logits and ``target``
+                a one-hot or soft-label (B, K) tensor (any per-batch target works).
+            images: (B, C, H, W) private inputs.
+            targets: (B, ...) targets, first dimension the batch.
+            generator: draws the noise reproducibly when given (see
+                :func:`gradleak.defenses.noise.normal_like`).
+
+        With ``sigma=0`` and a clip larger than every per-example norm this is the ordinary
+        batch-mean gradient of a mean-reduced loss.
+        """
+        batch = images.shape[0]
+        if batch < 1 or targets.shape[0] != batch:
+            raise GradleakError(
+                f"DP-SGD needs matching non-empty batches (got {batch} images and "
+                f"{targets.shape[0]} targets)"
+            )
+        clipped = clip_per_example(
+            self.per_example_gradients(model, loss_fn, images, targets), self.clip
+        )
+        out = []
+        with torch.no_grad():
+            for g in clipped:
+                total = g.sum(dim=0)
+                if self.sigma > 0:
+                    total = total + (self.sigma * self.clip) * normal_like(total, generator)
+                out.append(total / batch)
+        return tuple(out)
+
+    def epsilon(self, *, steps: int, sample_rate: float) -> float:
+        """Epsilon of ``steps`` DP-SGD steps at ``delta``, Poisson sampling at ``sample_rate``.
+
+        Uses the RDP accountant of Google's ``dp-accounting`` (``dp_accounting.rdp``), the
+        Poisson-subsampled Gaussian mechanism with noise multiplier ``sigma`` composed
+        ``steps`` times. ``sigma == 0`` gives ``inf``; ``steps == 0`` gives ``0``. In federated
+        learning ``sample_rate`` is the client's batch size over its dataset size (1 when the
+        client uses all its data every step).
+        """
+        if int(steps) != steps or steps < 0:
+            raise GradleakError(f"DP-SGD epsilon needs a whole number of steps >= 0 (got {steps})")
+        if not 0 < sample_rate <= 1:
+            raise GradleakError(
+                f"DP-SGD epsilon needs a sample rate in (0, 1] (got {sample_rate}): "
+                "pass batch size / dataset size"
+            )
+        if steps == 0:
+            return 0.0
+        if self.sigma == 0:
+            return math.inf
+        try:
+            import dp_accounting
+            from dp_accounting.rdp import RdpAccountant
+        except ImportError:
+            raise GradleakError(
+                "DP-SGD epsilon needs the dp-accounting package: pip install 'gradleak[dp]'"
+            ) from None
+        event = dp_accounting.PoissonSampledDpEvent(
+            float(sample_rate), dp_accounting.GaussianDpEvent(float(self.sigma))
+        )
+        accountant = RdpAccountant()
+        accountant.compose(event, int(steps))
+        return float(accountant.get_epsilon(self.delta))
+
+
+def split_dpsgd(defenses: Iterable[object]) -> tuple[DPSGD | None, list]:
+    """Separate the (at most one) :class:`DPSGD` from the post-hoc defenses, order kept.
+
+    The scenario computes its gradient with the returned ``DPSGD`` (if any) and then passes
+    the rest to :func:`~gradleak.defenses.apply_defenses`.
+    """
+    dp: DPSGD | None = None
+    rest = []
+    for defense in defenses:
+        if isinstance(defense, DPSGD):
+            if dp is not None:
+                raise GradleakError(
+                    f"at most one dpsgd defense may be given (got {dp.name} and {defense.name})"
+                )
+            dp = defense
+        else:
+            rest.append(defense)
+    return dp, rest
+
+
+_DPSGD_KEYS = ("clip", "sigma", "delta")
+
+
+def _build_dpsgd(arg: str | None) -> DPSGD:
+    if arg is None or not arg.strip():
+        raise SpecError("missing clip and sigma")
+    values: dict[str, float] = {}
+    for part in arg.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise SpecError(f"{part.strip()!r} is not key=value")
+        if key not in _DPSGD_KEYS:
+            raise SpecError(f"unknown key {key!r} (keys: {', '.join(_DPSGD_KEYS)})")
+        if key in values:
+            raise SpecError(f"{key} given twice")
+        if key == "clip":
+            values[key] = parse_number(value, "clip", low=0.0, low_open=True)
+        elif key == "sigma":
+            values[key] = parse_number(value, "sigma", low=0.0)
+        else:
+            values[key] = parse_number(value, "delta", low=0.0, high=1.0, low_open=True)
+            if values[key] >= 1:
+                raise SpecError(f"the delta must be in (0, 1) (got {values[key]:g})")
+    missing = [key for key in ("clip", "sigma") if key not in values]
+    if missing:
+        raise SpecError(f"missing {' and '.join(missing)}")
+    return DPSGD(**values)
+
+
+DEFENSES.register(
+    "dpsgd",
+    DefenseKind(
+        name="dpsgd",
+        form="dpsgd:clip=C,sigma=S[,delta=D]",
+        example="dpsgd:clip=1.0,sigma=1.0",
+        summary=(
+            "DP-SGD at gradient time: per-example clipping to C, N(0,(S*C)^2) noise on the sum "
+            "(S is the noise multiplier), epsilon reported at delta D (default 1e-5)"
+        ),
+        build=_build_dpsgd,
+    ),
+)

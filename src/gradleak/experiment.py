@@ -1,0 +1,351 @@
+"""One gradient-leakage experiment: private data → client update → attack → scores and pictures.
+
+The runner is the only place that holds both the private data and the attack's output; the attack
+itself receives the model and the :class:`~gradleak.types.SharedUpdate` alone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradleak import __version__
+from gradleak.errors import GradleakError
+from gradleak.types import AttackResult, SharedUpdate, StepReport
+
+
+@dataclass
+class RunConfig:
+    """Every setting of one run; written to ``config.json`` as resolved."""
+
+    dataset: str = "cifar100"
+    indices: list[int] = field(default_factory=lambda: [25])
+    images: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    num_classes: int | None = None
+    data_root: str = "./data"
+    split: str = "train"
+    download: bool = True
+    iterations: int = 300
+    seed: int = 1234
+    model: str | None = None
+    device: str = "auto"
+    attack: str = "dlg"
+    tv_weight: float = 0.0
+    scenario: str = "fedsgd"
+    local_steps: int = 1
+    local_lr: float = 1e-4
+    defenses: list[str] = field(default_factory=list)
+    save_history: bool = False
+    save_final: bool = False
+    out: str | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    metrics: dict[str, Any]
+    result: AttackResult
+
+
+@dataclass
+class Prepared:
+    """A validated experiment, ready to attack. Building it writes nothing."""
+
+    config: RunConfig
+    device: torch.device
+    model: torch.nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    update: SharedUpdate
+    attack: Any
+    num_classes: int
+    model_name: str
+    out_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GradleakError(f"--device {name} was asked for but CUDA is not available here: use --device cpu (or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GradleakError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """Validate every setting, load the private data, build the model and the client's update.
+
+    All user errors surface here, before anything is written or any long work starts.
+    """
+    from gradleak.attacks import ATTACKS
+    from gradleak.data import get_spec, load_image_files, load_samples, num_classes
+    from gradleak.defenses import parse_defenses
+    from gradleak.models import MODELS, build_model, check_compatible, default_model
+    from gradleak.scenarios import SCENARIOS
+
+    if config.iterations < 1:
+        raise GradleakError(f"--iters must be at least 1 (got {config.iterations}): try --iters 300")
+    if config.tv_weight < 0:
+        raise GradleakError(f"--tv-weight must be >= 0 (got {config.tv_weight})")
+    spec = get_spec(config.dataset)
+    model_name = config.model or default_model(spec.channels, spec.image_size)
+    MODELS.get(model_name)
+    check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
+    attack_factory = ATTACKS.get(config.attack)
+    scenario_cls = SCENARIOS.get(config.scenario)
+    defenses = parse_defenses(config.defenses)
+    device = resolve_device(config.device)
+    out_dir = resolve_out_dir(config, model_name)
+
+    if config.images:
+        classes = config.num_classes or spec.num_classes
+        labels_list = list(config.labels) if config.labels else [0] * len(config.images)
+        if len(labels_list) != len(config.images):
+            raise GradleakError(
+                f"{len(config.images)} --image path(s) but {len(labels_list)} --label value(s): give one label per image"
+            )
+        images = load_image_files(config.images, spec)
+    else:
+        if not config.indices:
+            raise GradleakError("no sample chosen: give --index N, --indices N M … or --image PATH")
+        if config.labels and len(config.labels) != len(config.indices):
+            raise GradleakError(
+                f"{len(config.indices)} index(es) but {len(config.labels)} --label value(s): give one label per image or none"
+            )
+        images, dataset_labels = load_samples(
+            spec.name, config.indices, split=config.split, root=config.data_root, download=config.download
+        )
+        classes = config.num_classes or num_classes(
+            spec.name, root=config.data_root, split=config.split, download=config.download
+        )
+        labels_list = list(config.labels) if config.labels else [int(x) for x in dataset_labels]
+    if classes < 2:
+        raise GradleakError(f"--num-classes must be at least 2 (got {classes})")
+    for label in labels_list:
+        if not 0 <= label < classes:
+            raise GradleakError(f"--label {label} is out of range: with {classes} classes use 0..{classes - 1}")
+    labels = torch.tensor(labels_list, dtype=torch.long)
+
+    seed_everything(config.seed)
+    model = build_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
+    model = model.to(device)
+    generator = torch.Generator().manual_seed(config.seed + 1)  # defense noise: its own stream
+    if config.scenario == "fedavg":
+        scenario = scenario_cls(
+            local_steps=config.local_steps, local_lr=config.local_lr, defenses=defenses, generator=generator
+        )
+    else:
+        scenario = scenario_cls(defenses=defenses, generator=generator)
+    update = scenario.share(model, images.to(device), labels.to(device))
+    attack = attack_factory(iterations=config.iterations, tv_weight=config.tv_weight)
+    attack.check(update)
+    return Prepared(
+        config=config,
+        device=device,
+        model=model,
+        images=images,
+        labels=labels,
+        update=update,
+        attack=attack,
+        num_classes=classes,
+        model_name=model_name,
+        out_dir=out_dir,
+    )
+
+
+def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
+    """The output folder; refuses a non-empty one unless ``overwrite`` (checked before any work)."""
+    if config.out:
+        out = Path(config.out)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}"
+        suffix = 1
+        while out.exists():
+            suffix += 1
+            out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}-{suffix}"
+    if out.exists() and not out.is_dir():
+        raise GradleakError(f"--out {out} is a file, not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        raise GradleakError(f"output folder {out} is not empty: choose another --out or pass --overwrite")
+    parent = _existing_parent(out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GradleakError(f"cannot write to {parent} (for --out {out}): choose a writable --out")
+    return out
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+class _Progress:
+    """Observer: records loss and PSNR per iteration and drives the progress bar.
+
+    It is the runner's (it holds the ground truth to compute PSNR); the attack only calls it.
+    """
+
+    def __init__(self, targets: torch.Tensor, total: int, quiet: bool) -> None:
+        from gradleak.metrics import match_reconstructions, psnr
+
+        self._match = match_reconstructions
+        self._psnr = psnr
+        self.targets = targets.cpu()
+        self.losses: list[float] = []
+        self.psnrs: list[float] = []
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="attack", unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, report: StepReport) -> None:
+        images = report.images.detach().cpu().clamp(0, 1)
+        order = self._match(images, self.targets) if self.targets.shape[0] > 1 else [0]
+        value = self._psnr(images[order], self.targets)
+        self.losses.append(report.loss)
+        self.psnrs.append(value)
+        if self.bar is not None:
+            self.bar.n = report.iteration
+            self.bar.set_postfix(loss=f"{report.loss:.3g}", psnr=f"{value:.2f}dB", refresh=False)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def execute(prepared: Prepared) -> RunOutcome:
+    """Run the attack, score it against the private data, and write every output file."""
+    from gradleak.metrics import score_batch
+
+    config = prepared.config
+    progress = _Progress(prepared.images, config.iterations, config.quiet)
+    try:
+        result = prepared.attack.run(prepared.model, prepared.update, observer=progress)
+    finally:
+        progress.close()
+    score = score_batch(
+        result.images,
+        prepared.images,
+        true_labels=prepared.labels,
+        recovered_labels=result.labels,
+        indices=None if config.images else list(config.indices),
+    )
+    metrics: dict[str, Any] = {
+        "dataset": config.dataset,
+        "model": prepared.model_name,
+        "attack": prepared.attack.name,
+        "scenario": config.scenario,
+        "defenses": list(prepared.update.defenses),
+        "batch_size": int(prepared.images.shape[0]),
+        "mse": score.mse,
+        "psnr": score.psnr,
+        "ssim": score.ssim,
+        "label_accuracy": score.label_accuracy,
+        "iterations": result.iterations,
+        "seconds": round(result.seconds, 3),
+        "stop_reason": result.stop_reason,
+        "restarts": result.restarts,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "per_image": [asdict(s) for s in score.per_image],
+        **{k: v for k, v in result.extras.items()},
+    }
+    write_outputs(prepared, result, score, metrics, progress)
+    return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
+
+
+def write_outputs(prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:
+    """Write everything into a staging folder, then move it into place (no half-written run)."""
+    from gradleak.report import save_comparison, save_curves, save_history, save_image, write_json, write_text
+
+    config = prepared.config
+    out = prepared.out_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        matched = result.images[score.order]
+        batch = prepared.images.shape[0]
+        if config.save_final:
+            for i in range(batch):
+                suffix = "" if batch == 1 else f"_{i}"
+                save_image(stage / f"recon{suffix}.png", matched[i])
+                save_image(stage / f"target{suffix}.png", prepared.images[i])
+        if config.save_history and result.snapshots:
+            save_history(stage / "history.png", result.snapshots)
+        captions = [f"{s.psnr:.1f} dB" for s in score.per_image]
+        save_comparison(stage / "comparison.png", prepared.images, matched, captions)
+        save_curves(stage / "curves.png", progress.losses or result.losses, progress.psnrs)
+        write_text(stage / "metrics.txt", classic_metrics_text(config, prepared.model_name, metrics))
+        write_json(stage / "metrics.json", metrics)
+        write_json(stage / "config.json", resolved_config(prepared))
+        if out.exists():
+            for item in stage.iterdir():
+                target = out / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+            stage.rmdir()
+        else:
+            os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def classic_metrics_text(config: RunConfig, model_name: str, metrics: dict[str, Any]) -> str:
+    lines = [
+        f"dataset={config.dataset}",
+        f"model={model_name}",
+        f"iterations={metrics['iterations']}",
+        f"MSE={metrics['mse']:.6f}",
+        f"PSNR={metrics['psnr']:.2f} dB",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def resolved_config(prepared: Prepared) -> dict[str, Any]:
+    config = asdict(prepared.config)
+    config.update(
+        model=prepared.model_name,
+        num_classes=prepared.num_classes,
+        device=str(prepared.device),
+        labels=[int(x) for x in prepared.labels],
+        attack_settings=asdict(prepared.attack) if hasattr(prepared.attack, "__dataclass_fields__") else {},
+        out=str(prepared.out_dir),
+        gradleak_version=__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        torch_threads=torch.get_num_threads(),
+        created=datetime.now().isoformat(timespec="seconds"),
+    )
+    return config
+
+
+def run_experiment(config: RunConfig) -> RunOutcome:
+    """Validate, attack, score and write outputs. Raises GradleakError on bad input."""
+    return execute(prepare(config))

@@ -1,0 +1,166 @@
+"""Image-reconstruction metrics. PSNR and SSIM come from torchmetrics; matching from scipy.
+
+Example:
+    >>> import torch
+    >>> a = torch.zeros(1, 1, 8, 8); b = torch.full((1, 1, 8, 8), 0.1)
+    >>> round(psnr(a, b), 3)
+    20.0
+    >>> mse(a, b)
+    0.010000000707805157
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def mse(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean squared error over all pixels."""
+    return float(torch.mean((reconstruction.detach().float().cpu() - target.detach().float().cpu()) ** 2))
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of one image or batch (over all pixels), via torchmetrics.
+
+    An exact reconstruction has infinite PSNR; we report it as ``inf`` rather than hiding it.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    rec = reconstruction.detach().float().cpu()
+    tgt = target.detach().float().cpu()
+    if torch.equal(rec, tgt):
+        return math.inf
+    return float(peak_signal_noise_ratio(rec, tgt, data_range=data_range))
+
+
+def ssim(reconstruction: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0) -> float:
+    """Structural similarity (Gaussian window, torchmetrics defaults), mean over the batch."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    rec = _batched(reconstruction)
+    tgt = _batched(target)
+    return float(structural_similarity_index_measure(rec, tgt, data_range=data_range))
+
+
+def _batched(images: torch.Tensor) -> torch.Tensor:
+    images = images.detach().float().cpu()
+    return images.unsqueeze(0) if images.dim() == 3 else images
+
+
+def pairwise_mse(reconstructions: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """(B_rec, B_target) matrix of per-image MSE."""
+    rec = reconstructions.detach().float().cpu().flatten(1)
+    tgt = targets.detach().float().cpu().flatten(1)
+    return (torch.cdist(rec, tgt) ** 2 / rec.shape[1]).numpy()
+
+
+def match_reconstructions(reconstructions: torch.Tensor, targets: torch.Tensor) -> list[int]:
+    """Optimal one-to-one assignment of reconstructions to targets by MSE (Hungarian algorithm).
+
+    Returns ``order`` such that ``reconstructions[order[i]]`` is matched to ``targets[i]``.
+    A batch attack returns images in no particular order, so metrics are taken after matching.
+
+    Example:
+        >>> t = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
+        >>> match_reconstructions(t.flip(0), t)
+        [1, 0]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cost = pairwise_mse(reconstructions, targets)
+    rec_idx, tgt_idx = linear_sum_assignment(cost)
+    order = [0] * targets.shape[0]
+    for r, t in zip(rec_idx, tgt_idx):
+        order[int(t)] = int(r)
+    return order
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    index: int
+    label: int
+    recovered_label: int
+    mse: float
+    psnr: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class BatchScore:
+    """Metrics of a reconstruction against the private batch, after optimal matching."""
+
+    per_image: list[ImageScore]
+    order: list[int]
+    #: fraction of the batch's labels recovered, compared as multisets (see :func:`label_accuracy`)
+    label_accuracy: float
+
+    @property
+    def mse(self) -> float:
+        return float(np.mean([s.mse for s in self.per_image]))
+
+    @property
+    def psnr(self) -> float:
+        return float(np.mean([s.psnr for s in self.per_image]))
+
+    @property
+    def ssim(self) -> float:
+        return float(np.mean([s.ssim for s in self.per_image]))
+
+
+def label_accuracy(recovered: torch.Tensor, true: torch.Tensor) -> float:
+    """Fraction of labels recovered, as a multiset (order-free), so batch results are fair.
+
+    Example:
+        >>> label_accuracy(torch.tensor([3, 1, 1]), torch.tensor([1, 3, 2]))
+        0.6666666666666666
+    """
+    from collections import Counter
+
+    rec = Counter(int(x) for x in recovered.flatten())
+    tru = Counter(int(x) for x in true.flatten())
+    return sum((rec & tru).values()) / max(1, sum(tru.values()))
+
+
+def score_batch(
+    reconstructions: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    true_labels: torch.Tensor,
+    recovered_labels: torch.Tensor,
+    indices: list[int] | None = None,
+) -> BatchScore:
+    """Match reconstructions to targets (optimal assignment by MSE), then score each pair."""
+    order = match_reconstructions(reconstructions, targets)
+    matched = reconstructions[order]
+    scores = [
+        ImageScore(
+            index=indices[i] if indices is not None else i,
+            label=int(true_labels[i]),
+            # The label the attack attached to the reconstruction matched to this image.
+            recovered_label=int(recovered_labels[order[i]]),
+            mse=mse(matched[i], targets[i]),
+            psnr=psnr(matched[i], targets[i]),
+            ssim=ssim(matched[i], targets[i]),
+        )
+        for i in range(targets.shape[0])
+    ]
+    return BatchScore(
+        per_image=scores, order=order, label_accuracy=label_accuracy(recovered_labels, true_labels)
+    )
+
+
+__all__ = [
+    "BatchScore",
+    "ImageScore",
+    "label_accuracy",
+    "match_reconstructions",
+    "mse",
+    "pairwise_mse",
+    "psnr",
+    "score_batch",
+    "ssim",
+]

@@ -1,0 +1,139 @@
+"""Scenarios: what a federated client computes and shares. Attacks see only the result.
+
+Example:
+    >>> import torch
+    >>> from gradleak.models import build_model
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = build_model("lenet", channels=3, image_size=32, num_classes=10)
+    >>> update = FedSGD().share(model, torch.rand(1, 3, 32, 32), torch.tensor([3]))
+    >>> update.kind, update.batch_size, len(update.tensors) == len(list(model.parameters()))
+    ('gradient', 1, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradleak.errors import GradleakError
+from gradleak.registry import Registry
+from gradleak.types import SharedUpdate
+
+
+def cross_entropy_for_soft_labels(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Batch-mean cross entropy against one-hot or soft targets, as DLG's ``cross_entropy_for_onehot``."""
+    return torch.mean(torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1))
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return F.one_hot(labels.long(), num_classes).to(torch.float32)
+
+
+@dataclass
+class FedSGD:
+    """The client shares the batch-mean gradient of one step (the DLG setting).
+
+    ``defenses`` are applied, in order, to the gradient before it is shared; a DP-SGD defense
+    instead replaces how the gradient is computed (per-example clipping and noise).
+    """
+
+    defenses: Sequence[Any] = field(default_factory=tuple)
+    generator: torch.Generator | None = None
+
+    def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
+        num_classes = _num_classes(model, images)
+        targets = one_hot(labels, num_classes).to(images.device)
+        post_hoc = [d for d in self.defenses if not hasattr(d, "private_gradient")]
+        at_gradient_time = [d for d in self.defenses if hasattr(d, "private_gradient")]
+        if len(at_gradient_time) > 1:
+            raise GradleakError("give DP-SGD at most once: --defense dpsgd:... appears twice")
+        if at_gradient_time:
+            grads = tuple(
+                g.detach()
+                for g in at_gradient_time[0].private_gradient(
+                    model, cross_entropy_for_soft_labels, images, targets, generator=self.generator
+                )
+            )
+        else:
+            loss = cross_entropy_for_soft_labels(model(images), targets)
+            grads = tuple(g.detach() for g in torch.autograd.grad(loss, list(model.parameters())))
+        update = SharedUpdate(
+            tensors=grads,
+            kind="gradient",
+            batch_size=images.shape[0],
+            input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
+            num_classes=num_classes,
+            defenses=tuple(d.name for d in at_gradient_time),
+        )
+        for defense in post_hoc:
+            update = defense.apply(update, generator=self.generator)
+        return update
+
+
+@dataclass
+class FedAvg:
+    """The client runs ``local_steps`` of full-batch SGD with ``local_lr`` and shares the weight change.
+
+    As in Inverting Gradients' multi-step setting the server knows the step count and rate.
+    """
+
+    local_steps: int = 1
+    local_lr: float = 1e-4
+    defenses: Sequence[Any] = field(default_factory=tuple)
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.local_steps < 1:
+            raise GradleakError(f"--local-steps must be at least 1 (got {self.local_steps})")
+        if not self.local_lr > 0:
+            raise GradleakError(f"--local-lr must be positive (got {self.local_lr})")
+        if any(hasattr(d, "private_gradient") for d in self.defenses):
+            raise GradleakError("DP-SGD is supported with --scenario fedsgd only: drop --defense dpsgd or use fedsgd")
+
+    def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
+        num_classes = _num_classes(model, images)
+        targets = one_hot(labels, num_classes).to(images.device)
+        params = [p.detach().clone() for p in model.parameters()]
+        weights = [p.clone() for p in params]
+        for _ in range(self.local_steps):
+            loss = cross_entropy_for_soft_labels(functional_forward(model, weights, images), targets)
+            grads = torch.autograd.grad(loss, weights)
+            weights = [(w - self.local_lr * g).detach().requires_grad_(True) for w, g in zip(weights, grads)]
+        delta = tuple((w - p).detach() for w, p in zip(weights, params))
+        update = SharedUpdate(
+            tensors=delta,
+            kind="weight_delta",
+            batch_size=images.shape[0],
+            input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
+            num_classes=num_classes,
+            local_steps=self.local_steps,
+            local_lr=self.local_lr,
+        )
+        for defense in self.defenses:
+            update = defense.apply(update, generator=self.generator)
+        return update
+
+
+def functional_forward(model: nn.Module, weights: Sequence[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` with its parameters replaced by ``weights`` (same order as ``parameters()``)."""
+    names = [n for n, _ in model.named_parameters()]
+    return torch.func.functional_call(model, dict(zip(names, weights)), (images,))
+
+
+def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
+    # Read from the classifier rather than running a forward pass, which would move BatchNorm stats.
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise GradleakError("the model has no Linear classifier layer: gradleak needs one to count classes")
+    return int(linears[-1].out_features)
+
+
+SCENARIOS: Registry[type] = Registry("scenario")
+SCENARIOS.register("fedsgd", FedSGD)
+SCENARIOS.register("fedavg", FedAvg)

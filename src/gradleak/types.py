@@ -1,0 +1,84 @@
+"""Typed boundaries between the client (scenario), the attack and the runner.
+
+The split follows breaching: a scenario turns private data into a :class:`SharedUpdate`; an
+attack receives only that update and the server's model, never the private data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SharedUpdate:
+    """Everything the client sends to the server, and so everything an attack may use.
+
+    Attributes:
+        tensors: one tensor per model parameter, in ``model.parameters()`` order. For
+            ``kind="gradient"`` the batch-mean gradient of the loss; for ``kind="weight_delta"``
+            the client's parameters after local training minus the parameters it received.
+        kind: what ``tensors`` holds.
+        batch_size: number of private samples behind the update (known to the server in FedSGD
+            and FedAvg, as in the literature).
+        input_shape: (channels, height, width) of one sample.
+        num_classes: size of the model's output.
+        local_steps: local optimisation steps behind a ``weight_delta`` (1 for a gradient).
+        local_lr: the client's learning rate for ``weight_delta`` updates.
+        known_labels: labels the scenario discloses to the server, if any (usually ``None``).
+        defenses: names of the transforms the client applied before sharing.
+    """
+
+    tensors: tuple[torch.Tensor, ...]
+    kind: Literal["gradient", "weight_delta"]
+    batch_size: int
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    local_steps: int = 1
+    local_lr: float | None = None
+    known_labels: torch.Tensor | None = None
+    defenses: tuple[str, ...] = ()
+
+    def replace_tensors(self, tensors: tuple[torch.Tensor, ...], defense: str) -> SharedUpdate:
+        """A copy carrying ``tensors`` with ``defense`` appended to :attr:`defenses`."""
+        return SharedUpdate(
+            tensors=tuple(tensors),
+            kind=self.kind,
+            batch_size=self.batch_size,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            local_steps=self.local_steps,
+            local_lr=self.local_lr,
+            known_labels=self.known_labels,
+            defenses=(*self.defenses, defense),
+        )
+
+
+@dataclass
+class StepReport:
+    """What an attack reports to an observer after an iteration (no ground truth involved)."""
+
+    iteration: int
+    loss: float
+    images: torch.Tensor  # current best guess, (B, C, H, W) in [0, 1], detached
+
+
+class StepObserver(Protocol):
+    def __call__(self, report: StepReport) -> None: ...
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns. Contains no ground truth; the runner scores it afterwards."""
+
+    images: torch.Tensor  # (B, C, H, W) in [0, 1]
+    labels: torch.Tensor  # (B,) recovered class indices
+    losses: list[float]  # gradient-matching loss per iteration
+    iterations: int  # iterations actually run (an attack may stop early)
+    seconds: float  # wall time of the attack itself
+    stop_reason: str = "max_iterations"
+    restarts: int = 1
+    snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    extras: dict[str, float] = field(default_factory=dict)
