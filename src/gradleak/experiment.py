@@ -43,6 +43,7 @@ class RunConfig:
     device: str = "auto"
     attack: str = "dlg"
     tv_weight: float = 0.0
+    clamp: bool = False
     scenario: str = "fedsgd"
     local_steps: int = 1
     local_lr: float = 1e-4
@@ -159,7 +160,7 @@ def prepare(config: RunConfig) -> Prepared:
     else:
         scenario = scenario_cls(defenses=defenses, generator=generator)
     update = scenario.share(model, images.to(device), labels.to(device))
-    attack = attack_factory(iterations=config.iterations, tv_weight=config.tv_weight)
+    attack = attack_factory(iterations=config.iterations, tv_weight=config.tv_weight, clamp=config.clamp)
     attack.check(update)
     return Prepared(
         config=config,

@@ -88,9 +88,7 @@ def test_gaussian_noise_has_configured_variance_and_zero_mean(variance):
 @pytest.mark.parametrize("scale", [1e-3, 1e-2, 1e-1])
 def test_laplacian_noise_has_configured_scale(scale):
     base = torch.zeros(1_000_000)
-    out = LaplacianNoise(scale).apply(
-        make_update(base), generator=torch.Generator().manual_seed(2)
-    )
+    out = LaplacianNoise(scale).apply(make_update(base), generator=torch.Generator().manual_seed(2))
     noise = out.tensors[0].double()
     assert noise.abs().mean().item() == pytest.approx(scale, rel=0.02)  # mean abs dev = b
     assert noise.var().item() == pytest.approx(2 * scale**2, rel=0.03)  # variance = 2 b^2
@@ -236,3 +234,17 @@ def test_any_chain_keeps_shapes_and_records_every_step(specs, seed):
     assert out.defenses == tuple(parse_defense(s).name for s in specs)
     assert [t.shape for t in out.tensors] == [t.shape for t in update.tensors]
     assert all(torch.isfinite(t).all() for t in out.tensors)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("generator_device", ["cpu", "cuda"])
+def test_noise_lands_on_the_tensors_device(generator_device):
+    update = make_update(torch.zeros(1000, device="cuda"))
+    out = GaussianNoise(1e-2).apply(
+        update, generator=torch.Generator(device=generator_device).manual_seed(0)
+    )
+    assert out.tensors[0].device.type == "cuda"
+    again = GaussianNoise(1e-2).apply(
+        update, generator=torch.Generator(device=generator_device).manual_seed(0)
+    )
+    assert torch.equal(out.tensors[0], again.tensors[0])

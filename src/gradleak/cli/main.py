@@ -54,6 +54,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         help=f"one of {', '.join(ATTACKS.names())} (default {'dlg, the faithful original' if classic else _default_attack()})",
     )
     attack.add_argument("--tv-weight", type=float, default=0.0, help="total-variation prior weight (default 0)")
+    attack.add_argument("--clamp", action="store_true", help="project pixels to [0,1] after every step (off: it hurts L-BFGS)")
 
     client = parser.add_argument_group("client")
     client.add_argument("--scenario", choices=["fedsgd", "fedavg"], default="fedsgd", help="what the client shares")
@@ -61,8 +62,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     client.add_argument("--local-lr", type=float, default=1e-4, help="FedAvg local learning rate (default 1e-4)")
     client.add_argument(
         "--defense", action="append", default=[], metavar="SPEC",
-        help="client-side defense, repeatable, applied in order: gaussian:VAR, laplacian:SCALE, prune:RATIO, "
-        "fp16, int8, dpsgd:clip=C,sigma=S",
+        help=_defense_help(),
     )
 
     output = parser.add_argument_group("output")
@@ -71,6 +71,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     output.add_argument("--out", default=None, help="output folder (default runs/<time>-<dataset>-<model>/)")
     output.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _defense_help() -> str:
+    from gradleak.defenses import defense_help
+
+    return defense_help()
 
 
 def _default_attack() -> str:
@@ -111,6 +117,7 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         device=args.device,
         attack=args.attack or ("dlg" if classic else _default_attack()),
         tv_weight=args.tv_weight,
+        clamp=args.clamp,
         scenario=args.scenario,
         local_steps=args.local_steps,
         local_lr=args.local_lr,

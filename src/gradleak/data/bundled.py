@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gradleak.data.images import pil_to_uint8
 from gradleak.data.specs import DatasetSpec
 from gradleak.errors import GradleakError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 # Dataset name -> file name prefix (the files keep foolbox's names).
 BUNDLED_PREFIX: dict[str, str] = {

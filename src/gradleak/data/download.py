@@ -164,10 +164,11 @@ def download(remote: RemoteFile, dest: Path, *, attempts: int = ATTEMPTS, timeou
                     continue
                 got = file_digests(tmp, [source.checksum.algo])[source.checksum.algo]
                 if got != source.checksum.digest.lower():
-                    failure.tried.append(
-                        (source.url, f"checksum mismatch: expected {source.checksum.algo} "
-                                     f"{source.checksum.digest}, got {got}")
+                    reason = (
+                        f"checksum mismatch: expected {source.checksum.algo} "
+                        f"{source.checksum.digest}, got {got}"
                     )
+                    failure.tried.append((source.url, reason))
                     break  # a wrong file from this mirror: try the next mirror
                 os.replace(tmp, dest)
                 _write_marker(dest, source.checksum)

@@ -42,8 +42,8 @@ def resize_center_crop(img: Image, size: int) -> Image:
     else:
         new_w, new_h = max(size, int(size * w / h)), size
     img = img.resize((new_w, new_h), PILImage.Resampling.BILINEAR)
-    left = int(round((new_w - size) / 2.0))
-    top = int(round((new_h - size) / 2.0))
+    left = round((new_w - size) / 2.0)
+    top = round((new_h - size) / 2.0)
     return img.crop((left, top, left + size, top + size))
 
 
@@ -65,18 +65,21 @@ def load_image_files(paths: Sequence[str | Path], spec: DatasetSpec) -> torch.Te
             what = "is a folder, not an image file" if path.is_dir() else "does not exist"
             raise GradleakError(f"--image {raw}: {path} {what}")
         try:
-            with Image.open(path) as img:
-                img.load()
+            with Image.open(path) as opened:
+                opened.load()
                 # Phone photos store their rotation in EXIF; apply it so faces are upright.
-                img = ImageOps.exif_transpose(img)
-                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                picture = ImageOps.exif_transpose(opened)
+                if picture.mode in ("RGBA", "LA") or (
+                    picture.mode == "P" and "transparency" in picture.info
+                ):
                     # Composite on white rather than letting convert() turn transparency black.
-                    rgba = img.convert("RGBA")
+                    rgba = picture.convert("RGBA")
                     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    img = Image.alpha_composite(background, rgba)
-                img = resize_center_crop(img.convert("L" if spec.channels == 1 else "RGB"),
-                                         spec.image_size)
-                out.append(pil_to_uint8(img, spec.channels))
+                    picture = Image.alpha_composite(background, rgba)
+                picture = resize_center_crop(
+                    picture.convert("L" if spec.channels == 1 else "RGB"), spec.image_size
+                )
+                out.append(pil_to_uint8(picture, spec.channels))
         except UnidentifiedImageError:
             raise GradleakError(
                 f"--image {raw}: {path} is not an image PIL can read (PNG, JPEG, ...)"

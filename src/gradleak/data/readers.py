@@ -45,7 +45,7 @@ IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dim
 
 
 def _open_idx(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _idx_header(head: bytes, path: Path, magic: int) -> tuple[int, ...]:
@@ -145,7 +145,7 @@ def restricted_load(path: Path) -> Any:
         raise corrupt_file(path, f"UnpicklingError: {exc}") from exc
     except OSError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parse failure of a bad pickle means "corrupt"
+    except Exception as exc:
         raise corrupt_file(path, f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -194,7 +194,7 @@ def svhn_count(path: Path) -> int:
 
     try:
         shapes = {name: shape for name, shape, _ in scipy.io.whosmat(str(path))}
-    except Exception as exc:  # noqa: BLE001 - scipy raises several types for a bad file
+    except Exception as exc:
         raise corrupt_file(path, f"{type(exc).__name__}: {exc}") from exc
     shape = shapes.get("X")
     if shape is None or len(shape) != 4 or tuple(shape[:3]) != (32, 32, 3):
@@ -209,7 +209,7 @@ def _read_svhn_cached(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray
     path = Path(key[0])
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise corrupt_file(path, f"{type(exc).__name__}: {exc}") from exc
     x, y = mat.get("X"), mat.get("y")
     if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[:3] != (32, 32, 3):

@@ -14,7 +14,7 @@ smallest magnitudes), ``fp16``, ``int8`` (per-tensor symmetric), and
 
 from __future__ import annotations
 
-# Import order fixes the order kinds are listed in help and error messages.
+# Import order fixes the order kinds are listed in help and error messages (dpsgd last).
 from gradleak.defenses.base import (
     DEFENSES,
     Defense,
@@ -27,6 +27,8 @@ from gradleak.defenses.base import (
 from gradleak.defenses.noise import GaussianNoise, LaplacianNoise
 from gradleak.defenses.prune import Prune
 from gradleak.defenses.quantize import HalfPrecision, Int8Quantization
+
+# isort: split
 from gradleak.defenses.dpsgd import DPSGD, clip_per_example, per_example_norms, split_dpsgd
 
 __all__ = [

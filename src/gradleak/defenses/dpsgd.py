@@ -9,6 +9,7 @@ with ``pip install 'gradleak[dp]'``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gradleak.defenses.base import DEFENSES, DefenseKind, SpecError, parse_number
+from gradleak.defenses.base import DEFENSES, Defense, DefenseKind, SpecError, parse_number
 from gradleak.defenses.noise import normal_like
 from gradleak.errors import GradleakError
 from gradleak.types import SharedUpdate
@@ -52,8 +53,7 @@ def clip_per_example(grads: Sequence[Tensor], clip: float) -> tuple[Tensor, ...]
 
 def _has_training_batchnorm(model: torch.nn.Module) -> bool:
     return any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
-        for m in model.modules()
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
     )
 
 
@@ -184,7 +184,8 @@ class DPSGD:
 
         Uses the RDP accountant of Google's ``dp-accounting`` (``dp_accounting.rdp``), the
         Poisson-subsampled Gaussian mechanism with noise multiplier ``sigma`` composed
-        ``steps`` times. ``sigma == 0`` gives ``inf``; ``steps == 0`` gives ``0``. In federated
+        ``steps`` times (an upper bound on the true epsilon). ``sigma == 0`` gives ``inf``;
+        ``steps == 0`` gives ``0``. In federated
         learning ``sample_rate`` is the client's batch size over its dataset size (1 when the
         client uses all its data every step).
         """
@@ -200,8 +201,10 @@ class DPSGD:
         if self.sigma == 0:
             return math.inf
         try:
-            import dp_accounting
-            from dp_accounting.rdp import RdpAccountant
+            import dp_accounting  # type: ignore[import-untyped, unused-ignore]
+            from dp_accounting.rdp import (  # type: ignore[import-untyped, unused-ignore]
+                RdpAccountant,
+            )
         except ImportError:
             raise GradleakError(
                 "DP-SGD epsilon needs the dp-accounting package: pip install 'gradleak[dp]'"
@@ -209,19 +212,27 @@ class DPSGD:
         event = dp_accounting.PoissonSampledDpEvent(
             float(sample_rate), dp_accounting.GaussianDpEvent(float(self.sigma))
         )
-        accountant = RdpAccountant()
-        accountant.compose(event, int(steps))
-        return float(accountant.get_epsilon(self.delta))
+        # The accountant logs (through absl) each fractional RDP order whose series does not
+        # converge and is dropped; the bound stays valid, so keep those lines off the console.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(max(level, logging.ERROR))
+        try:
+            accountant = RdpAccountant()
+            accountant.compose(event, int(steps))
+            return float(accountant.get_epsilon(self.delta))
+        finally:
+            absl_logger.setLevel(level)
 
 
-def split_dpsgd(defenses: Iterable[object]) -> tuple[DPSGD | None, list]:
+def split_dpsgd(defenses: Iterable[Defense]) -> tuple[DPSGD | None, list[Defense]]:
     """Separate the (at most one) :class:`DPSGD` from the post-hoc defenses, order kept.
 
     The scenario computes its gradient with the returned ``DPSGD`` (if any) and then passes
     the rest to :func:`~gradleak.defenses.apply_defenses`.
     """
     dp: DPSGD | None = None
-    rest = []
+    rest: list[Defense] = []
     for defense in defenses:
         if isinstance(defense, DPSGD):
             if dp is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -10,9 +11,7 @@ from gradleak.defenses.base import DEFENSES, DefenseKind, parse_number
 from gradleak.types import SharedUpdate
 
 
-def _draw(
-    like: torch.Tensor, generator: torch.Generator | None, sample: str
-) -> torch.Tensor:
+def _draw(like: torch.Tensor, generator: torch.Generator | None, sample: str) -> torch.Tensor:
     """Standard noise shaped like ``like``, on ``like``'s device and (floating) dtype.
 
     ``sample`` is ``"normal"`` (N(0, 1)) or ``"laplace"`` (Laplace(0, 1), drawn as the difference
@@ -61,7 +60,7 @@ class GaussianNoise:
 
     @property
     def std(self) -> float:
-        return float(self.variance) ** 0.5
+        return math.sqrt(self.variance)
 
     def apply(
         self, update: SharedUpdate, *, generator: torch.Generator | None = None
@@ -89,9 +88,7 @@ class LaplacianNoise:
         self, update: SharedUpdate, *, generator: torch.Generator | None = None
     ) -> SharedUpdate:
         with torch.no_grad():
-            tensors = tuple(
-                t + self.scale * _draw(t, generator, "laplace") for t in update.tensors
-            )
+            tensors = tuple(t + self.scale * _draw(t, generator, "laplace") for t in update.tensors)
         return update.replace_tensors(tensors, self.name)
 
 

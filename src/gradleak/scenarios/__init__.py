@@ -100,7 +100,7 @@ class FedAvg:
         num_classes = _num_classes(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
         params = [p.detach().clone() for p in model.parameters()]
-        weights = [p.clone() for p in params]
+        weights = [p.clone().requires_grad_(True) for p in params]
         for _ in range(self.local_steps):
             loss = cross_entropy_for_soft_labels(functional_forward(model, weights, images), targets)
             grads = torch.autograd.grad(loss, weights)
