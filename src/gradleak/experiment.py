@@ -161,7 +161,7 @@ def prepare(config: RunConfig) -> Prepared:
         scenario = scenario_cls(defenses=defenses, generator=generator)
     update = scenario.share(model, images.to(device), labels.to(device))
     attack = attack_factory(iterations=config.iterations, tv_weight=config.tv_weight, clamp=config.clamp)
-    attack.check(update)
+    attack.check(update, model)
     return Prepared(
         config=config,
         device=device,

@@ -1,9 +1,27 @@
-"""Gradient-inversion attacks. Each receives the model and a SharedUpdate, never the private data."""
+"""Gradient-inversion attacks. Each receives the model and a SharedUpdate, never the private data.
+
+Registered names: ``dlg`` (the original, faithful), ``idlg``, ``analytic`` (R-GAP-style exact
+inversion), ``ig`` (Inverting Gradients) and ``auto`` (analytic when it applies, else ig).
+"""
 
 from __future__ import annotations
 
+from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error
+from gradleak.attacks.auto import Auto
 from gradleak.attacks.base import ATTACKS, Attack
 from gradleak.attacks.dlg import DLG, idlg
-from gradleak.attacks.labels import idlg_label
+from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.labels import idlg_label, restore_batch_labels
 
-__all__ = ["ATTACKS", "DLG", "Attack", "idlg", "idlg_label"]
+__all__ = [
+    "ATTACKS",
+    "AnalyticInversion",
+    "Attack",
+    "Auto",
+    "DLG",
+    "InvertingGradients",
+    "idlg",
+    "idlg_label",
+    "relative_gradient_error",
+    "restore_batch_labels",
+]

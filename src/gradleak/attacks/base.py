@@ -19,8 +19,8 @@ class Attack(Protocol):
 
     name: str
 
-    def check(self, update: SharedUpdate) -> None:
-        """Raise GradleakError (with the reason) when the update does not meet the attack's needs."""
+    def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
+        """Raise GradleakError (with the reason) when the update or model does not meet the attack's needs."""
 
     def run(
         self,

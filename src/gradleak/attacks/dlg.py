@@ -55,7 +55,7 @@ class DLG:
     analytic_label: bool = False  # True: iDLG
     name: str = "dlg"
 
-    def check(self, update: SharedUpdate) -> None:
+    def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
         require_gradient(update, self.name)
         if self.analytic_label and update.batch_size != 1:
             raise GradleakError(

@@ -24,3 +24,67 @@ def idlg_label(update: SharedUpdate) -> int:
     row of the last weight gradient sums to a negative value; take the most negative row."""
     rows = last_layer_weight_gradient(update).sum(dim=-1)
     return int(torch.argmin(rows).item())
+
+
+def last_layer_bias_gradient(update: SharedUpdate) -> torch.Tensor | None:
+    """The final Linear layer's bias gradient (a 1-D tensor of one entry per class), if shared."""
+    tensors = list(update.tensors)
+    for i in range(len(tensors) - 1, 0, -1):
+        if tensors[i].dim() == 1 and tensors[i].shape[0] == update.num_classes and tensors[i - 1].dim() == 2:
+            return tensors[i]
+    return None
+
+
+def as_gradient_signal(update: SharedUpdate) -> torch.Tensor:
+    """Per-class signal that is negative for the classes in the batch (from the last layer).
+
+    For a FedAvg weight change the sign flips (Δ = −η·Σ gradients), so the change is rescaled to a
+    mean gradient; for several local steps this is an approximation, as in the literature.
+    """
+    signal = last_layer_bias_gradient(update)
+    if signal is None:
+        signal = last_layer_weight_gradient(update).sum(dim=-1)
+    if update.kind == "weight_delta":
+        signal = -signal / (float(update.local_lr or 1.0) * update.local_steps)
+    return signal.detach().double().cpu()
+
+
+def restore_batch_labels(update: SharedUpdate) -> torch.Tensor:
+    """Labels of a batch (with repeats) from the last layer's gradient, no optimisation.
+
+    Each occurrence of class c in a batch of B adds (p_c − 1)/B to the bias gradient of c, every
+    other sample adds p_c/B ≥ 0. So (1) a class is present where the entry is negative, and
+    (2) repeated classes are found by giving each present class one label, then repeatedly giving
+    one more to the class whose entry stays most negative after subtracting the impact of the
+    labels already given (the bias-corrected method of Geiping et al., as in breaching; Wainakh et
+    al. 2022). Returns a sorted tensor of ``batch_size`` labels.
+
+    Example:
+        >>> import torch
+        >>> from gradleak.models import build_model
+        >>> from gradleak.scenarios import FedSGD
+        >>> _ = torch.manual_seed(0)
+        >>> model = build_model("lenetmnist", channels=1, image_size=28, num_classes=10)
+        >>> update = FedSGD().share(model, torch.rand(3, 1, 28, 28), torch.tensor([7, 2, 7]))
+        >>> restore_batch_labels(update).tolist()
+        [2, 7, 7]
+    """
+    batch = update.batch_size
+    signal = as_gradient_signal(update) * batch  # per-class Σ_i (p_ic − 1[y_i = c])
+    if batch == 1:
+        return torch.tensor([int(torch.argmin(signal))])
+    present = [int(c) for c in torch.nonzero(signal < 0).flatten()]
+    present.sort(key=lambda c: float(signal[c]))
+    labels = present[:batch]
+    if not labels:
+        labels = [int(torch.argmin(signal))]
+    # Mean impact of one occurrence: the negative mass shared among the labels found so far.
+    impact = float(-signal[signal < 0].sum()) / batch if (signal < 0).any() else 1.0
+    remaining = signal.clone()
+    for c in labels:
+        remaining[c] += impact
+    while len(labels) < batch:
+        c = int(torch.argmin(remaining))
+        labels.append(c)
+        remaining[c] += impact
+    return torch.tensor(sorted(labels))

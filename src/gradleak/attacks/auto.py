@@ -1,0 +1,107 @@
+"""``auto``: the fastest attack that succeeds on what was shared, judged without ground truth.
+
+1. If the update is one image's gradient (or a one-step FedAvg change, which is −η·gradient) and
+   the model is a ``(Conv2d → Sigmoid)* → Linear`` net, solve it analytically. Accept the result
+   when the gradient it implies matches the shared one (relative error below ``accept_error``).
+2. Otherwise (a batch, a deep/ReLU/BatchNorm model, a perturbed update, or an analytic result that
+   does not explain the gradient) run Inverting Gradients, warm-started from the analytic result
+   when there is one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error, sigmoid_conv_layers
+from gradleak.attacks.base import ATTACKS
+from gradleak.attacks.ig import InvertingGradients
+from gradleak.errors import GradleakError
+from gradleak.types import AttackResult, SharedUpdate, StepObserver
+
+
+def as_gradient(update: SharedUpdate) -> SharedUpdate | None:
+    """The gradient behind an update when it is exactly recoverable (FedSGD, or FedAvg with E=1)."""
+    if update.kind == "gradient":
+        return update
+    if update.kind == "weight_delta" and update.local_steps == 1 and update.local_lr:
+        lr = float(update.local_lr)
+        return SharedUpdate(
+            tensors=tuple(-t / lr for t in update.tensors),
+            kind="gradient",
+            batch_size=update.batch_size,
+            input_shape=update.input_shape,
+            num_classes=update.num_classes,
+            known_labels=update.known_labels,
+            defenses=update.defenses,
+        )
+    return None
+
+
+@dataclass
+class Auto:
+    """Analytic inversion when it applies and verifies, Inverting Gradients otherwise."""
+
+    iterations: int = 2000  # for the optimisation fallback
+    tv_weight: float = 1e-4
+    clamp: bool = True
+    accept_error: float = 1e-5  # relative gradient error below which the analytic solve is accepted
+    restarts: int = 4
+    name: str = "auto"
+
+    def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
+        if self.iterations < 1:
+            raise GradleakError(f"--iters must be at least 1 (got {self.iterations})")
+
+    def plan(self, model: nn.Module, update: SharedUpdate) -> tuple[str, str]:
+        """Which attack ``auto`` will try first, and why."""
+        gradient = as_gradient(update)
+        if gradient is None:
+            return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
+        if gradient.batch_size != 1:
+            return "ig", f"the update comes from a batch of {gradient.batch_size}"
+        layers = sigmoid_conv_layers(model)
+        if isinstance(layers, str):
+            return "ig", layers
+        return "analytic", "one image's gradient through a sigmoid conv net with a biased Linear head"
+
+    def run(
+        self,
+        model: nn.Module,
+        update: SharedUpdate,
+        *,
+        generator: torch.Generator | None = None,
+        observer: StepObserver | None = None,
+    ) -> AttackResult:
+        self.check(update, model)
+        start = time.perf_counter()
+        first, reason = self.plan(model, update)
+        warm: torch.Tensor | None = None
+        analytic_seconds = 0.0
+        if first == "analytic":
+            gradient = as_gradient(update)
+            assert gradient is not None
+            result = AnalyticInversion().run(model, gradient, observer=observer)
+            analytic_seconds = result.seconds
+            error = result.extras["relative_gradient_error"]
+            if error <= self.accept_error:
+                result.extras["auto_choice"] = 0.0  # 0 = analytic, 1 = ig
+                result.stop_reason = f"solved analytically ({reason}); relative gradient error {error:.1e}"
+                return result
+            warm = result.images
+            reason = f"the analytic solve left a relative gradient error of {error:.1e}"
+        fallback = InvertingGradients(
+            iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts, init=warm
+        )
+        result = fallback.run(model, update, generator=generator, observer=observer)
+        result.seconds += analytic_seconds
+        result.extras["auto_choice"] = 1.0
+        result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
+        del start
+        return result
+
+
+ATTACKS.register("auto", Auto)
