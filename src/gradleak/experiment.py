@@ -41,6 +41,7 @@ class RunConfig:
     seed: int = 1234
     model: str | None = None
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads; None: 1 for the LeNets (measured no faster with 2), else all
     attack: str = "dlg"
     tv_weight: float = 0.0
     clamp: bool = False
@@ -149,6 +150,9 @@ def prepare(config: RunConfig) -> Prepared:
             raise GradleakError(f"--label {label} is out of range: with {classes} classes use 0..{classes - 1}")
     labels = torch.tensor(labels_list, dtype=torch.long)
 
+    if config.threads is not None and config.threads < 1:
+        raise GradleakError(f"--threads must be at least 1 (got {config.threads})")
+    torch.set_num_threads(config.threads or (1 if model_name.startswith("lenet") else os.cpu_count() or 1))
     seed_everything(config.seed)
     model = build_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
     model = model.to(device)
@@ -237,6 +241,9 @@ class _Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            if self.bar.n < (self.bar.total or 0):  # the attack stopped early: end the bar there
+                self.bar.total = self.bar.n
+                self.bar.refresh()
             self.bar.close()
 
 
@@ -282,28 +289,20 @@ def execute(prepared: Prepared) -> RunOutcome:
 
 def write_outputs(prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:
     """Write everything into a staging folder, then move it into place (no half-written run)."""
-    from gradleak.report import save_comparison, save_curves, save_history, save_image, write_json, write_text
+    from gradleak.report import current_umask
 
     config = prepared.config
     out = prepared.out_dir
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    created = _missing_parents(out)
     try:
-        matched = result.images[score.order]
-        batch = prepared.images.shape[0]
-        if config.save_final:
-            for i in range(batch):
-                suffix = "" if batch == 1 else f"_{i}"
-                save_image(stage / f"recon{suffix}.png", matched[i])
-                save_image(stage / f"target{suffix}.png", prepared.images[i])
-        if config.save_history and result.snapshots:
-            save_history(stage / "history.png", result.snapshots)
-        captions = [f"{s.psnr:.1f} dB" for s in score.per_image]
-        save_comparison(stage / "comparison.png", prepared.images, matched, captions)
-        save_curves(stage / "curves.png", progress.losses or result.losses, progress.psnrs)
-        write_text(stage / "metrics.txt", classic_metrics_text(config, prepared.model_name, metrics))
-        write_json(stage / "metrics.json", metrics)
-        write_json(stage / "config.json", resolved_config(prepared))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp makes 0700
+    except OSError as error:
+        _remove_created(created)
+        raise GradleakError(f"cannot create the output folder {out}: {error.strerror}; choose another --out") from None
+    try:
+        _write_stage(stage, prepared, result, score, metrics, progress)
         if out.exists():
             for item in stage.iterdir():
                 target = out / item.name
@@ -313,9 +312,54 @@ def write_outputs(prepared: Prepared, result: AttackResult, score: Any, metrics:
             stage.rmdir()
         else:
             os.replace(stage, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(stage, ignore_errors=True)
+        _remove_created(created)
+        if isinstance(error, OSError):
+            raise GradleakError(f"could not write the results to {out}: {error}; nothing was kept") from None
         raise
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, deepest first (to undo on failure)."""
+    missing = []
+    parent = path.absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    return missing
+
+
+def _remove_created(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:
+    from gradleak.report import save_comparison, save_curves, save_history, save_image, write_json, write_text
+
+    config = prepared.config
+    matched = result.images[score.order]
+    batch = prepared.images.shape[0]
+    if config.save_final:
+        for i in range(batch):
+            suffix = "" if batch == 1 else f"_{i}"
+            save_image(stage / f"recon{suffix}.png", matched[i])
+            save_image(stage / f"target{suffix}.png", prepared.images[i])
+    if config.save_history and result.snapshots:
+        save_history(stage / "history.png", result.snapshots)
+    elif config.save_history and not config.quiet:
+        print(f"note: no history.png: attack {prepared.attack.name!r} finished in one step without snapshots "
+              "(use --attack dlg or ig for an iteration history)")
+    captions = [f"{s.psnr:.1f} dB" for s in score.per_image]
+    save_comparison(stage / "comparison.png", prepared.images, matched, captions)
+    save_curves(stage / "curves.png", progress.losses or result.losses, progress.psnrs)
+    write_text(stage / "metrics.txt", classic_metrics_text(config, prepared.model_name, metrics))
+    write_json(stage / "metrics.json", metrics)
+    write_json(stage / "config.json", resolved_config(prepared))
 
 
 def classic_metrics_text(config: RunConfig, model_name: str, metrics: dict[str, Any]) -> str:

@@ -149,9 +149,13 @@ class InvertingGradients:
                 improved = finite & (current < best_loss)
                 best_loss = torch.where(improved, current, best_loss)
                 best_x[improved] = x.detach()[improved]
-                # Divergence guard: a restart that produced NaN/Inf goes back to its best state.
+                # Divergence guard: a restart that produced NaN/Inf goes back to its best state,
+                # or to a fresh random start when it never had a finite one.
                 if not bool(finite.all()):
                     resets += int((~finite).sum())
+                    never_finite = ~finite & torch.isinf(best_loss)
+                    fresh = torch.rand(best_x.shape, generator=generator).to(device)
+                    best_x[never_finite] = fresh[never_finite]
                     x.data[~finite] = best_x[~finite]
                     x.grad[~finite] = 0
                 x.grad.sign_()

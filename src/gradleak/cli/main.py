@@ -49,6 +49,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     attack.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
     attack.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: fits the dataset)")
     attack.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    attack.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 for LeNets, else all cores)")
     attack.add_argument(
         "--attack", default=None,
         help=f"one of {', '.join(ATTACKS.names())} (default {'dlg, the faithful original' if classic else _default_attack()})",
@@ -115,6 +116,7 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         seed=args.seed,
         model=args.model,
         device=args.device,
+        threads=args.threads,
         attack=args.attack or ("dlg" if classic else _default_attack()),
         tv_weight=args.tv_weight,
         clamp=args.clamp,

@@ -13,14 +13,16 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import torch
 
 from gradleak.errors import GradleakError
 from gradleak.registry import Registry
 from gradleak.text.tokenizer import TextTokenizer, builtin_tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 INSTALL_HINT = "text leakage needs the optional extra: pip install 'gradleak[text]'"
 
@@ -105,6 +107,10 @@ def load_text_model(
         (2, 64)
     """
     transformers = require_transformers()
+    try:  # gradleak shows its own progress; transformers' download/loading bars are noise here
+        transformers.utils.logging.disable_progress_bar()
+    except AttributeError:  # pragma: no cover - very old transformers
+        pass
     if not name or not name.strip():
         raise GradleakError(
             f"--model is empty: pass a built-in name ({', '.join(BUILTIN_MODELS.names())}) "
@@ -126,6 +132,8 @@ def load_text_model(
             tie_word_embeddings=True,
         )
         config._attn_implementation = "eager"  # double backward through attention, any version
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = transformers.BertForMaskedLM(config)
@@ -140,9 +148,8 @@ def _load_hub_model(
     transformers: Any, name: str, *, device: str | torch.device, offline: bool | None
 ) -> TextModel:
     if offline is None:
-        offline = _offline_env() or not _hub_reachable()
+        offline = Path(name).is_dir() or _offline_env() or not _hub_reachable()
     builtin = ", ".join(BUILTIN_MODELS.names())
-    where = "in the local Hugging Face cache (offline)" if offline else "on the Hugging Face Hub"
     try:
         hf_tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=offline)
         model = transformers.AutoModelForMaskedLM.from_pretrained(
@@ -150,12 +157,22 @@ def _load_hub_model(
         )
     except ImportError:
         raise
-    except Exception as e:  # OSError, HFValidationError, ValueError for non-MLM configs, …
-        first = " ".join(str(e).split())[:160]
+    except Exception as e:  # noqa: BLE001 -- OSError, HFValidationError, ValueError (non-MLM), …
+        first = " ".join(str(e).split()).split(". ")[0][:200]
+        if Path(name).is_dir():
+            why = f"that folder holds no loadable masked-LM model ({type(e).__name__}: {first})"
+            fix = "point --model at a save_pretrained() folder or pick a built-in model"
+        elif offline:
+            why = (
+                "not in the local Hugging Face cache (offline: the Hub is unreachable, or "
+                "--offline / HF_HUB_OFFLINE is set)"
+            )
+            fix = "pick a built-in model, or go online to download it"
+        else:
+            why = f"not loadable from the Hugging Face Hub ({type(e).__name__}: {first})"
+            fix = "check the name (it must be a masked-LM model) or pick a built-in model"
         raise GradleakError(
-            f"cannot load text model {name!r}: not a built-in name ({builtin}) and not found "
-            f"{where} ({type(e).__name__}: {first}); pick a built-in model or check the name "
-            "and your connection"
+            f"cannot load text model {name!r}: not a built-in name ({builtin}) and {why}; {fix}"
         ) from None
     model.eval()
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or 512)

@@ -118,7 +118,8 @@ class TextTokenizer:
 
     def encode(self, sentence: str) -> list[int]:
         """Token ids of one sentence, with ``[CLS]`` and ``[SEP]``."""
-        return list(self.hf(sentence, add_special_tokens=True)["input_ids"])
+        # verbose=False: the length check is ours (a one-line error), not a transformers warning
+        return list(self.hf(sentence, add_special_tokens=True, verbose=False)["input_ids"])
 
     def decode(self, ids: list[int]) -> str:
         """Text of ``ids`` without special tokens."""
@@ -166,5 +167,6 @@ def builtin_tokenizer(model_max_length: int = 64) -> TextTokenizer:
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=model_max_length,
+        clean_up_tokenization_spaces=True,  # "don ' t" -> "don't", as BERT's tokenizer does
     )
     return TextTokenizer(hf=hf, name="gradleak-wordpiece")

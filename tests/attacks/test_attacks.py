@@ -1,0 +1,140 @@
+"""Issue 3's fast tests: labels, the divergence guard, ig/auto success, no ground-truth access."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+
+import pytest
+import torch
+
+from gradleak.attacks import (
+    ATTACKS,
+    AnalyticInversion,
+    Auto,
+    InvertingGradients,
+    idlg_label,
+    restore_batch_labels,
+)
+from gradleak.defenses import parse_defenses
+from gradleak.errors import GradleakError
+from gradleak.metrics import psnr, score_batch
+from gradleak.scenarios import FedAvg, FedSGD
+from gradleak.types import SharedUpdate
+
+
+def test_idlg_label_on_a_real_image(bundled, lenet):
+    images, labels = bundled("cifar100", [5])  # a real CIFAR-100 test image, label 92
+    model = lenet("cifar100")
+    update = FedSGD().share(model, images, labels)
+    assert idlg_label(update) == int(labels[0]) == 92
+
+
+def test_batch_label_restoration_with_repeated_labels(bundled, lenet):
+    # bundled CIFAR-100 test images 4 and 10 are both class 71, 5 and 16 both class 92
+    images, labels = bundled("cifar100", [4, 10, 5, 16, 0])
+    assert sorted(labels.tolist()) == [49, 71, 71, 92, 92]
+    update = FedSGD().share(lenet("cifar100"), images, labels)
+    assert restore_batch_labels(update).tolist() == [49, 71, 71, 92, 92]
+
+
+def test_analytic_attack_recovers_a_real_cifar_image(bundled, lenet):
+    images, labels = bundled("cifar100", [0])
+    model = lenet("cifar100")
+    result = AnalyticInversion().run(model, FedSGD().share(model, images, labels))
+    assert psnr(result.images, images) > 40
+    assert result.labels.tolist() == labels.tolist()
+    assert result.extras["relative_gradient_error"] < 1e-5
+
+
+def test_auto_reaches_30db_and_chooses_analytic(bundled, lenet):
+    images, labels = bundled("cifar100", [7])
+    model = lenet("cifar100")
+    result = Auto().run(model, FedSGD().share(model, images, labels))
+    assert psnr(result.images, images) >= 30
+    assert result.extras["auto_choice"] == 0.0 and "analytic" in result.stop_reason
+
+
+def test_auto_inverts_a_one_step_fedavg_update(bundled, lenet):
+    images, labels = bundled("mnist", [3])
+    model = lenet("mnist")
+    update = FedAvg(local_steps=1, local_lr=0.01).share(model, images, labels)
+    result = Auto().run(model, update)
+    assert psnr(result.images, images) >= 30
+
+
+def test_ig_reaches_30db_on_a_bundled_image(bundled, lenet):
+    images, labels = bundled("mnist", [0])
+    model = lenet("mnist")
+    update = FedSGD().share(model, images, labels)
+    result = InvertingGradients(iterations=500, restarts=2).run(model, update, generator=torch.Generator().manual_seed(0))
+    assert psnr(result.images, images) >= 30
+    assert result.labels.tolist() == labels.tolist()
+
+
+def test_auto_falls_back_to_ig_with_a_reason(bundled, lenet):
+    images, labels = bundled("mnist", [0, 1])
+    model = lenet("mnist")
+    auto = Auto()
+    assert auto.plan(model, FedSGD().share(model, images, labels))[0] == "ig"
+    assert "batch of 2" in auto.plan(model, FedSGD().share(model, images, labels))[1]
+    noisy = FedSGD(defenses=parse_defenses(["gaussian:1e-2"])).share(model, images[:1], labels[:1])
+    result = Auto(iterations=3, restarts=1).run(model, noisy)
+    assert result.extras["auto_choice"] == 1.0  # the analytic solve did not explain the noisy gradient
+    assert "relative gradient error" in result.stop_reason
+
+
+def test_divergence_guard_restarts_a_blown_up_restart(bundled, lenet):
+    images, labels = bundled("mnist", [0])
+    model = lenet("mnist")
+    update = FedSGD().share(model, images, labels)
+    blown = torch.full_like(images, float("nan"))  # forces NaN gradients in restart 0
+    attack = InvertingGradients(iterations=60, restarts=2, init=blown)
+    result = attack.run(model, update, generator=torch.Generator().manual_seed(0))
+    assert result.extras["divergence_resets"] >= 1
+    assert torch.isfinite(result.images).all()
+    assert all(math.isfinite(x) for x in result.losses)
+
+
+def test_dlg_stops_on_divergence_and_returns_finite_images(lenet, bundled):
+    images, labels = bundled("mnist", [0])
+    model = lenet("mnist")
+    update = FedSGD().share(model, images, labels)
+    broken = SharedUpdate(
+        tensors=tuple(t * float("inf") for t in update.tensors), kind="gradient", batch_size=1,
+        input_shape=update.input_shape, num_classes=10,
+    )
+    result = ATTACKS.get("dlg")(iterations=20).run(model, broken)
+    assert result.stop_reason == "diverged" and torch.isfinite(result.images).all()
+
+
+def test_attacks_cannot_see_the_private_data():
+    # An attack's entry point takes the server's model and the shared update, nothing else ...
+    for name in ATTACKS.names():
+        attack = ATTACKS.get(name)(iterations=1)
+        params = list(inspect.signature(attack.run).parameters)
+        assert params == ["model", "update", "generator", "observer"], name
+    # ... and the shared update carries no images, only what the client sends.
+    fields = {f.name for f in dataclasses.fields(SharedUpdate)}
+    assert not fields & {"images", "data", "inputs", "labels", "targets"}
+
+
+def test_batch_ig_results_are_matched_before_scoring(bundled, lenet):
+    images, labels = bundled("mnist", [0, 1])
+    model = lenet("mnist")
+    result = InvertingGradients(iterations=5, restarts=1).run(model, FedSGD().share(model, images, labels))
+    score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels)
+    assert sorted(score.order) == [0, 1] and score.label_accuracy == 1.0
+
+
+def test_analytic_refuses_what_it_cannot_invert(lenet, bundled):
+    images, labels = bundled("mnist", [0, 1])
+    model = lenet("mnist")
+    with pytest.raises(GradleakError, match="batch of 2.*--attack ig"):
+        AnalyticInversion().check(FedSGD().share(model, images, labels), model)
+    from gradleak.models import build_model
+
+    resnet = build_model("resnet-dlg", channels=1, image_size=28, num_classes=10)
+    with pytest.raises(GradleakError, match="does not fit this model"):
+        AnalyticInversion().check(FedSGD().share(resnet, images[:1], labels[:1]), resnet)
