@@ -21,6 +21,15 @@ def test_psnr_matches_scikit_image(pair):
     assert psnr(rec, tgt) == pytest.approx(peak_signal_noise_ratio(tgt.numpy(), rec.numpy(), data_range=1.0), abs=1e-4)
 
 
+def test_psnr_and_ssim_match_torchmetrics(pair):
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    rec, tgt = pair
+    assert psnr(rec, tgt) == pytest.approx(float(tm.peak_signal_noise_ratio(rec, tgt, data_range=1.0)), abs=1e-3)
+    assert ssim(rec, tgt) == pytest.approx(
+        float(tm.structural_similarity_index_measure(rec[None], tgt[None], data_range=1.0)), abs=2e-3
+    )
+
+
 def test_ssim_matches_scikit_image(pair):
     rec, tgt = pair
     reference = structural_similarity(
