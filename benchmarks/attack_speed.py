@@ -96,10 +96,11 @@ def report(title: str, rows: list[dict[str, object]]) -> dict[str, float]:
     gl_median = statistics.median(gl_times)  # type: ignore[type-var]
     ratio = gl_median / ref_median if ref_times else float("nan")
     labels_ok = sum(bool(r["gl_labels_ok"]) for r in rows)
+    ratio_text = f"{ratio:.3f} (1/{1 / ratio:.0f})" if ratio == ratio and ratio > 0 else "n/a (the reference never reached 30 dB)"
     print(
         f"\n**{title}**: reference {ref_ok}/{images} images ≥30 dB, median {ref_median:.2f} s to 30 dB (successes only); "
         f"gradleak {gl_ok}/{images} images ≥30 dB, labels exact in {labels_ok}/{len(rows)} cases, median {gl_median:.3f} s total; "
-        f"ratio gradleak/reference = {ratio:.3f} (1/{1 / ratio:.0f})" if ratio == ratio and ratio > 0 else ""
+        f"ratio gradleak/reference = {ratio_text}"
     )
     return {"ratio": ratio, "gl_ok": gl_ok, "images": images}
 
