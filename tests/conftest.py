@@ -51,9 +51,9 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(download, "_sleep", lambda s: None)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread: on a busy 2-core machine two OpenMP threads fighting other
+    """Every test runs torch on one thread: on a busy 2-core machine two OpenMP threads fighting other
     processes make the L-BFGS attacks ~10x slower; one thread keeps the tests fast and stable."""
     import torch
 
