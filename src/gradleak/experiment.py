@@ -43,8 +43,8 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None: 1 for the LeNets (measured no faster with 2), else all
     attack: str = "dlg"
-    tv_weight: float = 0.0
-    clamp: bool = False
+    tv_weight: float | None = None  # None: the attack's own default (0 for dlg, 1e-4 for ig)
+    clamp: bool | None = None  # None: the attack's own default (off for dlg, on for ig)
     scenario: str = "fedsgd"
     local_steps: int = 1
     local_lr: float = 1e-4
@@ -109,7 +109,7 @@ def prepare(config: RunConfig) -> Prepared:
 
     if config.iterations < 1:
         raise GradleakError(f"--iters must be at least 1 (got {config.iterations}): try --iters 300")
-    if config.tv_weight < 0:
+    if config.tv_weight is not None and config.tv_weight < 0:
         raise GradleakError(f"--tv-weight must be >= 0 (got {config.tv_weight})")
     spec = get_spec(config.dataset)
     model_name = config.model or default_model(spec.channels, spec.image_size)
@@ -164,7 +164,9 @@ def prepare(config: RunConfig) -> Prepared:
     else:
         scenario = scenario_cls(defenses=defenses, generator=generator)
     update = scenario.share(model, images.to(device), labels.to(device))
-    attack = attack_factory(iterations=config.iterations, tv_weight=config.tv_weight, clamp=config.clamp)
+    # Only what the user set overrides the attack's own defaults (each attack owns its config).
+    overrides = {k: v for k, v in (("tv_weight", config.tv_weight), ("clamp", config.clamp)) if v is not None}
+    attack = attack_factory(iterations=config.iterations, **overrides)
     attack.check(update, model)
     return Prepared(
         config=config,

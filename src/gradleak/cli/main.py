@@ -54,8 +54,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         "--attack", default=None,
         help=f"one of {', '.join(ATTACKS.names())} (default {'dlg, the faithful original' if classic else _default_attack()})",
     )
-    attack.add_argument("--tv-weight", type=float, default=0.0, help="total-variation prior weight (default 0)")
-    attack.add_argument("--clamp", action="store_true", help="project pixels to [0,1] after every step (off: it hurts L-BFGS)")
+    attack.add_argument(
+        "--tv-weight", type=float, default=None, help="total-variation prior weight (default: the attack's, 0 for dlg)"
+    )
+    attack.add_argument(
+        "--clamp", action="store_true", default=None,
+        help="project pixels to [0,1] after every step (dlg: off by default, it hurts L-BFGS; ig always clamps)",
+    )
 
     client = parser.add_argument_group("client")
     client.add_argument("--scenario", choices=["fedsgd", "fedavg"], default="fedsgd", help="what the client shares")

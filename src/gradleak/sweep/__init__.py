@@ -1,0 +1,15 @@
+"""Sweeps: a TOML grid of experiments, run on Dask, recorded in one crash-safe SQLite store.
+
+* :mod:`gradleak.sweep.grid` -- the config schema and its expansion into runs with stable ids.
+* :mod:`gradleak.sweep.store` -- the SQLite store (one row per run; claims are transactions).
+* :mod:`gradleak.sweep.engine` -- execution on a ``dask.distributed`` cluster.
+
+Importing this package does not import Dask; only :func:`gradleak.sweep.engine.run_sweep` does.
+"""
+
+from __future__ import annotations
+
+from gradleak.sweep.grid import PlannedRun, SweepPlan, expand, load_plan, parse_plan
+from gradleak.sweep.store import Store
+
+__all__ = ["PlannedRun", "Store", "SweepPlan", "expand", "load_plan", "parse_plan"]

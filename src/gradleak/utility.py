@@ -1,0 +1,259 @@
+"""Utility cost of a defense: train the model under it and measure test accuracy.
+
+Every minibatch step is a FedSGD round with one client: the client computes its (defended)
+gradient exactly as the attack experiments do (:meth:`gradleak.scenarios.FedSGD.share` with the
+parsed defenses, DP-SGD included) and the server applies it with SGD. The undefended run uses the
+same seed, initial weights and minibatch order, so the accuracy difference is the defense's cost.
+
+Datasets: ``digits`` is scikit-learn's bundled 8x8 handwritten digits (1,797 images, installed
+with scikit-learn, so it works offline), upsampled to 24x24 and padded to 1x28x28 like MNIST, split
+80/20 with a fixed permutation; any gradleak dataset (``mnist``, ``cifar10``, ...) uses its full
+train and test splits (on disk, or downloaded when allowed), optionally subsampled.
+
+Example:
+    >>> from gradleak.utility import UtilityConfig, train_under_defense
+    >>> r = train_under_defense(UtilityConfig(dataset="digits", epochs=1, train_size=200, test_size=100))
+    >>> 0.0 <= r.accuracy <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from gradleak.errors import GradleakError
+
+DIGITS = "digits"
+_DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass
+class UtilityConfig:
+    """One training run under (possibly no) defense."""
+
+    dataset: str = DIGITS
+    model: str | None = None  # None: the dataset's default model
+    defenses: list[str] = field(default_factory=list)
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 0.1
+    momentum: float = 0.0
+    seed: int = 0
+    train_size: int = 0  # 0: the whole training split (a fixed random subset otherwise)
+    test_size: int = 0  # 0: the whole test split
+    data_root: str = "./data"
+    download: bool = False
+    device: str = "cpu"
+
+
+@dataclass
+class UtilityResult:
+    accuracy: float  # test accuracy after the last epoch
+    epoch_accuracy: list[float]
+    epoch_loss: list[float]  # mean (undefended) training loss per epoch
+    train_size: int
+    test_size: int
+    seconds: float
+    model: str
+    defenses: list[str]
+    config: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_NOT_IN_ID = {"data_root", "download", "device"}
+
+
+def utility_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that determine a utility run's result (for stable sweep ids)."""
+    return {k: v for k, v in config.items() if k not in _NOT_IN_ID}
+
+
+def check_utility_config(config: UtilityConfig, *, where: str = "") -> None:
+    """Refuse bad settings with one line (prefixed with ``where`` when given)."""
+    from gradleak.defenses import parse_defenses
+    from gradleak.models import MODELS
+
+    try:
+        _check(config)
+        parse_defenses(config.defenses)
+        if config.model is not None:
+            MODELS.get(config.model)
+    except GradleakError as error:
+        raise GradleakError(f"{where}: {error}" if where else str(error)) from None
+
+
+def _check(config: UtilityConfig) -> None:
+    if config.epochs < 1:
+        raise GradleakError(f"epochs must be at least 1 (got {config.epochs})")
+    if config.batch_size < 1:
+        raise GradleakError(f"batch size must be at least 1 (got {config.batch_size})")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise GradleakError(f"lr must be positive (got {config.lr})")
+    if not 0 <= config.momentum < 1:
+        raise GradleakError(f"momentum must be in [0, 1) (got {config.momentum})")
+    if config.train_size < 0 or config.test_size < 0:
+        raise GradleakError("train/test size must be >= 0 (0 = all)")
+    if config.dataset != DIGITS:
+        from gradleak.data import DATASETS
+
+        if config.dataset not in DATASETS:
+            raise GradleakError(
+                f"unknown dataset {config.dataset!r}: choose {DIGITS} (offline, scikit-learn) "
+                f"or one of {', '.join(DATASETS.names())}"
+            )
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_digits_28(*, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as (N, 1, 28, 28) floats in [0, 1]: train x, train y, test x, test y.
+
+    The 80/20 split uses a fixed permutation (``seed``) so every run sees the same test set.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise GradleakError(
+            "--dataset digits needs scikit-learn (its bundled digits): pip install scikit-learn "
+            "(or gradleak[utility]), or use a gradleak dataset such as --dataset mnist"
+        ) from None
+    import torch.nn.functional as F
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8)
+    images = F.interpolate(images, size=(24, 24), mode="bilinear", align_corners=False)
+    images = F.pad(images, (2, 2, 2, 2)).clamp(0, 1)
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_test = round(len(labels) * _DIGITS_TEST_FRACTION)
+    test, train = order[:n_test], order[n_test:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def _subset(n: int, size: int, seed: int) -> list[int]:
+    if size <= 0 or size >= n:
+        return list(range(n))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+    return sorted(int(i) for i in order)
+
+
+def load_split(config: UtilityConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, int]:
+    """Train x, y, test x, y and (channels, image size, classes) for ``config.dataset``."""
+    if config.dataset == DIGITS:
+        xtr, ytr, xte, yte = load_digits_28()
+        if config.train_size:
+            keep = _subset(len(ytr), config.train_size, 1)
+            xtr, ytr = xtr[keep], ytr[keep]
+        if config.test_size:
+            keep = _subset(len(yte), config.test_size, 2)
+            xte, yte = xte[keep], yte[keep]
+        return xtr, ytr, xte, yte, 1, 28, 10
+    from gradleak.data import dataset_size, get_spec, load_samples, num_classes
+
+    spec = get_spec(config.dataset)
+    root, download = config.data_root, config.download
+    out: list[torch.Tensor] = []
+    for split, size, salt in (("train", config.train_size, 1), ("test", config.test_size, 2)):
+        n = dataset_size(spec.name, split=split, root=root, download=download)
+        out.extend(load_samples(spec.name, _subset(n, size, salt), split=split, root=root, download=download))
+    classes = num_classes(spec.name, split="train", root=root, download=download)
+    return out[0], out[1].long(), out[2], out[3].long(), spec.channels, spec.image_size, classes
+
+
+# --------------------------------------------------------------------------- training
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch: int = 512) -> float:
+    was_training = model.training
+    model.eval()
+    correct = 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(labels), batch):
+            pred = model(images[i : i + batch].to(device)).argmax(dim=1).cpu()
+            correct += int((pred == labels[i : i + batch]).sum())
+    model.train(was_training)
+    return correct / max(1, len(labels))
+
+
+def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, progress: Any = None) -> UtilityResult:
+    """Train ``config.model`` for ``config.epochs`` epochs of defended FedSGD; test accuracy.
+
+    ``data`` (the output of :func:`load_split`) may be passed to share loaded data between runs.
+    ``progress(epoch, accuracy)`` is called after each epoch when given.
+    """
+    from gradleak.defenses import parse_defenses
+    from gradleak.experiment import resolve_device, seed_everything
+    from gradleak.models import MODELS, build_model, check_compatible, default_model
+    from gradleak.scenarios import FedSGD, cross_entropy_for_soft_labels, one_hot
+
+    check_utility_config(config)
+    defenses = parse_defenses(config.defenses)
+    device = resolve_device(config.device)
+    xtr, ytr, xte, yte, channels, size, classes = data if data is not None else load_split(config)
+    model_name = config.model or default_model(channels, size)
+    MODELS.get(model_name)
+    check_compatible(model_name, channels=channels, image_size=size, dataset=config.dataset)
+
+    seed_everything(config.seed)
+    model = build_model(model_name, channels=channels, image_size=size, num_classes=classes).to(device)
+    model.train()
+    client = FedSGD(defenses=defenses, generator=torch.Generator().manual_seed(config.seed + 1))
+    order_generator = torch.Generator().manual_seed(config.seed + 2)
+    params = list(model.parameters())
+    velocity = [torch.zeros_like(p) for p in params]
+    epoch_accuracy: list[float] = []
+    epoch_loss: list[float] = []
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(ytr), generator=order_generator)
+        losses = []
+        for i in range(0, len(order), config.batch_size):
+            batch = order[i : i + config.batch_size]
+            x, y = xtr[batch].to(device), ytr[batch].to(device)
+            with torch.no_grad():
+                losses.append(float(cross_entropy_for_soft_labels(model(x), one_hot(y, classes).to(device))))
+            update = client.share(model, x, y)
+            with torch.no_grad():
+                for p, g, v in zip(params, update.tensors, velocity):
+                    g = g.to(p.device, p.dtype)
+                    if config.momentum:
+                        v.mul_(config.momentum).add_(g)
+                        g = v
+                    p.sub_(config.lr * g)
+        if not all(torch.isfinite(p).all() for p in params):
+            raise GradleakError(
+                f"training diverged (non-finite weights) in epoch {epoch + 1} with lr {config.lr} "
+                f"under {', '.join(config.defenses) or 'no defense'}: lower lr"
+            )
+        epoch_loss.append(sum(losses) / max(1, len(losses)))
+        epoch_accuracy.append(evaluate(model, xte, yte))
+        if progress is not None:
+            progress(epoch + 1, epoch_accuracy[-1])
+    return UtilityResult(
+        accuracy=epoch_accuracy[-1],
+        epoch_accuracy=epoch_accuracy,
+        epoch_loss=epoch_loss,
+        train_size=len(ytr),
+        test_size=len(yte),
+        seconds=round(time.perf_counter() - start, 3),
+        model=model_name,
+        defenses=[d.name for d in defenses],
+        config=asdict(config),
+    )
+
+
+def compare(config: UtilityConfig, **kwargs: Any) -> tuple[UtilityResult, UtilityResult]:
+    """(undefended, defended) results for ``config`` on the same data, seed and batch order."""
+    data = load_split(config)
+    baseline = train_under_defense(UtilityConfig(**{**asdict(config), "defenses": []}), data=data, **kwargs)
+    defended = train_under_defense(config, data=data, **kwargs) if config.defenses else baseline
+    return baseline, defended

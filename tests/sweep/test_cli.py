@@ -1,0 +1,83 @@
+"""The sweep, report and utility commands: one-line errors, working happy paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradleak.cli.main import main
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_commands_are_registered(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("sweep", "report", "utility"):
+        assert f"  {name}" in out
+
+
+def test_sweep_errors_are_one_line(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in _err(capsys)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[grid]\ndatasets = ["mnist"]\nbatch = [1]\n')
+    assert main(["sweep", str(bad)]) == 2
+    assert "valid keys: datasets, models, attacks, scenarios" in _err(capsys)
+    bad.write_text("[grid\n")
+    assert main(["sweep", str(bad)]) == 2
+    assert "not valid TOML" in _err(capsys)
+
+
+def test_sweep_missing_argument_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sweep"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_sweep_dry_run_lists_runs(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1]\ndefenses = ["none", "fp16"]\n')
+    assert main(["sweep", str(config), "--dry-run", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" new ") == 4 and "4 runs (4 attack, 0 utility)" in out
+    assert not (tmp_path / "s").exists()
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in _err(capsys)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither a sweep folder" in _err(capsys)
+
+
+def test_utility_command(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    code = main(["utility", "--epochs", "1", "--train-size", "150", "--test-size", "60", "--defense", "gaussian:1e-2",
+                 "--quiet", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "undefended: test accuracy" in out and "gaussian:0.01: test accuracy" in out and "cost" in out
+    assert (tmp_path / "utility.json").is_file()
+    assert main(["utility", "--dataset", "imagenet"]) == 2
+    assert "unknown dataset 'imagenet'" in _err(capsys)
+    assert main(["utility", "--epochs", "0"]) == 2
+    assert "epochs must be at least 1" in _err(capsys)
+
+
+def test_importing_gradleak_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gradleak, gradleak.sweep, gradleak.sweep.engine, gradleak.cli.main, gradleak.cli.sweep_commands, "
+        "gradleak.report.sweep_report, gradleak.utility\n"
+        "from gradleak.cli.main import _load_optional_commands; _load_optional_commands()\n"
+        "bad = [m for m in ('dask', 'distributed', 'sklearn') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
