@@ -188,16 +188,31 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise GradleakError(f"cannot create the folder for sweep store {self.path}: {error}") from None
-        try:
-            with self._connection() as con:
-                mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":  # pragma: no cover - filesystems without shared memory
-                    raise GradleakError(f"sweep store {self.path}: SQLite cannot use WAL mode here (got {mode})")
-            with self.transaction() as con:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    con.execute(statement)
-        except sqlite3.DatabaseError as error:
-            raise GradleakError(f"{self.path} is not a gradleak sweep store (SQLite): {error}") from None
+        # While another process sets up, recovers (after a killed worker) or checkpoints the WAL,
+        # SQLite can answer "database is locked" at once, without waiting for the busy timeout
+        # (seen once here in the killed-worker test, under load): retry the set-up briefly.
+        # WAL is only switched on when not on yet, so a normal open asks for no mode change.
+        deadline = time.monotonic() + 60.0
+        delay = 0.05
+        while True:
+            try:
+                with self._connection() as con:
+                    mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":  # pragma: no cover - filesystems without shared memory
+                        raise GradleakError(f"sweep store {self.path}: SQLite cannot use WAL mode here (got {mode})")
+                with self.transaction() as con:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        con.execute(statement)
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise GradleakError(f"cannot open sweep store {self.path}: {error}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except sqlite3.DatabaseError as error:
+                raise GradleakError(f"{self.path} is not a gradleak sweep store (SQLite): {error}") from None
         with self.transaction() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
