@@ -147,6 +147,8 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
     config, note = config_from_args(args, classic=classic)
     if note and not config.quiet:  # type: ignore[attr-defined]
         print(note)
+    if config.images and not config.labels and not config.quiet:  # type: ignore[attr-defined]
+        print("note: no --label given: each --image is labelled 0 (pass --label N … to choose)")
     prepared = prepare(config)  # type: ignore[arg-type]
     if not config.quiet:  # type: ignore[attr-defined]
         update = prepared.update
