@@ -104,7 +104,7 @@ def prepare(config: RunConfig) -> Prepared:
     from gradleak.attacks import ATTACKS
     from gradleak.data import get_spec, load_image_files, load_samples, num_classes
     from gradleak.defenses import parse_defenses
-    from gradleak.models import MODELS, build_model, check_compatible, default_model
+    from gradleak.models import build_model, check_compatible, default_model
     from gradleak.scenarios import SCENARIOS
 
     if config.iterations < 1:
@@ -113,7 +113,6 @@ def prepare(config: RunConfig) -> Prepared:
         raise GradleakError(f"--tv-weight must be >= 0 (got {config.tv_weight})")
     spec = get_spec(config.dataset)
     model_name = config.model or default_model(spec.channels, spec.image_size)
-    MODELS.get(model_name)
     check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
     attack_factory = ATTACKS.get(config.attack)
     scenario_cls = SCENARIOS.get(config.scenario)
