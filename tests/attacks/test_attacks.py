@@ -81,7 +81,8 @@ def test_auto_falls_back_to_ig_with_a_reason(bundled, lenet):
     assert "batch of 2" in auto.plan(model, FedSGD().share(model, images, labels))[1]
     noisy = FedSGD(defenses=parse_defenses(["gaussian:1e-2"])).share(model, images[:1], labels[:1])
     result = Auto(iterations=3, restarts=1).run(model, noisy)
-    assert result.extras["auto_choice"] == 1.0  # the analytic solve did not explain the noisy gradient
+    # the analytic solve did not explain the noisy gradient: not accepted, refined instead
+    assert result.extras["auto_choice"] in (1.0, 2.0)
     assert "relative gradient error" in result.stop_reason
 
 
@@ -138,3 +139,15 @@ def test_analytic_refuses_what_it_cannot_invert(lenet, bundled):
     resnet = build_model("resnet-dlg", channels=1, image_size=28, num_classes=10)
     with pytest.raises(GradleakError, match="does not fit this model"):
         AnalyticInversion().check(FedSGD().share(resnet, images[:1], labels[:1]), resnet)
+
+
+def test_auto_refines_a_perturbed_single_image_update(bundled, lenet):
+    # fp16 sharing breaks the exact analytic solve; refining its result with L-BFGS recovers the
+    # image far better than Inverting Gradients alone (33.6 dB measured for IG here).
+    images, labels = bundled("mnist", [0])
+    model = lenet("mnist")
+    update = FedSGD(defenses=parse_defenses(["fp16"])).share(model, images, labels)
+    result = Auto(iterations=300).run(model, update, generator=torch.Generator().manual_seed(0))
+    assert result.extras["auto_choice"] == 2.0
+    assert psnr(result.images, images) > 60
+    assert result.extras["lbfgs_relative_gradient_error"] < result.extras["ig_relative_gradient_error"]

@@ -3,9 +3,11 @@
 1. If the update is one image's gradient (or a one-step FedAvg change, which is −η·gradient) and
    the model is a ``(Conv2d → Sigmoid)* → Linear`` net, solve it analytically. Accept the result
    when the gradient it implies matches the shared one (relative error below ``accept_error``).
-2. Otherwise (a batch, a deep/ReLU/BatchNorm model, a perturbed update, or an analytic result that
-   does not explain the gradient) run Inverting Gradients, warm-started from the analytic result
-   when there is one.
+2. When the analytic result does not explain the gradient (a perturbed update: noise, pruning,
+   fp16/int8), refine it: iDLG's L-BFGS and Inverting Gradients, both warm-started from it; keep
+   the candidate whose implied gradient is closer to the shared one (still no ground truth).
+3. Otherwise (a batch, a deep/ReLU/BatchNorm model, a multi-step FedAvg change) run Inverting
+   Gradients.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error, sigmoid_conv_layers
 from gradleak.attacks.base import ATTACKS
+from gradleak.attacks.dlg import DLG
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.errors import GradleakError
 from gradleak.types import AttackResult, SharedUpdate, StepObserver
@@ -88,7 +91,7 @@ class Auto:
             analytic_seconds = result.seconds
             error = result.extras["relative_gradient_error"]
             if error <= self.accept_error:
-                result.extras["auto_choice"] = 0.0  # 0 = analytic, 1 = ig
+                result.extras["auto_choice"] = 0.0  # 0 = analytic, 1 = ig, 2 = analytic + L-BFGS
                 result.stop_reason = f"solved analytically ({reason}); relative gradient error {error:.1e}"
                 return result
             warm = result.images
@@ -100,8 +103,34 @@ class Auto:
         result.seconds += analytic_seconds
         result.extras["auto_choice"] = 1.0
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
+        if warm is not None:
+            result = self._best_of(model, update, result, warm, observer)
         del start
         return result
+
+    def _best_of(
+        self, model: nn.Module, update: SharedUpdate, ig_result: AttackResult, warm: torch.Tensor,
+        observer: StepObserver | None,
+    ) -> AttackResult:
+        """Also refine the analytic start with iDLG's L-BFGS; keep whichever explains the update better."""
+        gradient = as_gradient(update)
+        assert gradient is not None
+        lbfgs = DLG(iterations=min(self.iterations, 100), analytic_label=True, init=warm, name="idlg")
+        candidate = lbfgs.run(model, gradient, observer=observer)
+        ig_error = relative_gradient_error(model, gradient, ig_result.images, ig_result.labels)
+        lbfgs_error = relative_gradient_error(model, gradient, candidate.images, candidate.labels)
+        ig_result.extras["ig_relative_gradient_error"] = ig_error
+        ig_result.extras["lbfgs_relative_gradient_error"] = lbfgs_error
+        if not lbfgs_error < ig_error:
+            return ig_result
+        candidate.seconds += ig_result.seconds
+        candidate.extras.update(ig_result.extras)
+        candidate.extras["auto_choice"] = 2.0  # analytic start refined by L-BFGS
+        candidate.stop_reason = (
+            f"{candidate.stop_reason} (iDLG L-BFGS from the analytic start: relative gradient error "
+            f"{lbfgs_error:.1e} vs Inverting Gradients {ig_error:.1e})"
+        )
+        return candidate
 
 
 ATTACKS.register("auto", Auto)

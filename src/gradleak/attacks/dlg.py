@@ -53,6 +53,7 @@ class DLG:
     clamp: bool = False
     snapshot_every: int = 10
     analytic_label: bool = False  # True: iDLG
+    init: torch.Tensor | None = None  # a warm start for the dummy images instead of N(0, 1)
     name: str = "dlg"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -78,7 +79,10 @@ class DLG:
         shared = [t.to(device) for t in update.tensors]
         params = list(model.parameters())
         shape = (update.batch_size, *update.input_shape)
-        dummy_data = randn_like_on(shape, device, generator).requires_grad_(True)
+        if self.init is not None:
+            dummy_data = self.init.detach().clone().to(device).reshape(shape).requires_grad_(True)
+        else:
+            dummy_data = randn_like_on(shape, device, generator).requires_grad_(True)
         if self.analytic_label:
             label = torch.tensor([idlg_label(update)], device=device)
             dummy_label = None
