@@ -180,3 +180,13 @@ def test_non_empty_output_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(GradleakError, match="not empty"):
         prepare(bundled_mnist(tmp_path, iterations=1))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_dpsgd_run_reports_epsilon_for_its_release(tmp_path: Path) -> None:
+    pytest.importorskip("dp_accounting")
+    outcome = run_experiment(bundled_mnist(tmp_path, iterations=2, defenses=["dpsgd:clip=1,sigma=1"]))
+    metrics = outcome.metrics
+    # one gradient of 1 image out of MNIST's 10,000 test images, noise multiplier 1
+    assert metrics["dp_sample_rate"] == pytest.approx(1 / 10000)
+    assert 0 < metrics["dp_epsilon"] < 5 and metrics["dp_delta"] == 1e-5
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dp_epsilon"] == metrics["dp_epsilon"]

@@ -283,9 +283,31 @@ def execute(prepared: Prepared) -> RunOutcome:
         "final_loss": result.losses[-1] if result.losses else None,
         "per_image": [asdict(s) for s in score.per_image],
         **{k: v for k, v in result.extras.items()},
+        **dp_privacy(prepared),
     }
     write_outputs(prepared, result, score, metrics, progress)
     return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
+
+
+def dp_privacy(prepared: Prepared) -> dict[str, float]:
+    """With DP-SGD: ε of this one shared gradient at the configured δ (sampling rate = batch / dataset
+    size when the dataset's size is known, else 1, the worst case)."""
+    from gradleak.defenses import parse_defenses
+
+    dp = next((d for d in parse_defenses(prepared.config.defenses) if hasattr(d, "epsilon")), None)
+    if dp is None:
+        return {}
+    rate = 1.0
+    if not prepared.config.images:
+        from gradleak.data import dataset_size
+
+        try:
+            size = dataset_size(prepared.config.dataset, split=prepared.config.split,
+                                root=prepared.config.data_root, download=False)
+            rate = min(1.0, prepared.images.shape[0] / size)
+        except GradleakError:
+            pass
+    return {"dp_epsilon": dp.epsilon(steps=1, sample_rate=rate), "dp_delta": dp.delta, "dp_sample_rate": rate}
 
 
 def write_outputs(prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:

@@ -62,6 +62,8 @@ class UtilityResult:
     model: str
     defenses: list[str]
     config: dict[str, Any]
+    dp_epsilon: float | None = None  # with DP-SGD: ε of the whole training run at dp_delta
+    dp_delta: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,6 +240,13 @@ def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, pro
         epoch_accuracy.append(evaluate(model, xte, yte))
         if progress is not None:
             progress(epoch + 1, epoch_accuracy[-1])
+    dp = next((d for d in defenses if hasattr(d, "epsilon")), None)
+    dp_epsilon = None
+    if dp is not None:
+        # Shuffled fixed-size minibatches, accounted as Poisson sampling at q = batch / N (the usual
+        # approximation in DP-SGD papers and libraries).
+        steps = config.epochs * math.ceil(len(ytr) / config.batch_size)
+        dp_epsilon = dp.epsilon(steps=steps, sample_rate=min(1.0, config.batch_size / len(ytr)))
     return UtilityResult(
         accuracy=epoch_accuracy[-1],
         epoch_accuracy=epoch_accuracy,
@@ -248,6 +257,8 @@ def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, pro
         model=model_name,
         defenses=[d.name for d in defenses],
         config=asdict(config),
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp.delta if dp is not None else None,
     )
 
 

@@ -77,3 +77,12 @@ def test_compare_returns_baseline_and_defended(one_thread):
 def test_bad_settings(config, needle):
     with pytest.raises(GradleakError, match=needle):
         train_under_defense(config)
+
+
+def test_dpsgd_training_reports_epsilon(digits):
+    pytest.importorskip("dp_accounting")
+    small = dict(train_size=300, test_size=100, batch_size=30)
+    weak = train_under_defense(UtilityConfig(epochs=1, defenses=["dpsgd:clip=1,sigma=0.8"], **small), data=digits)
+    strong = train_under_defense(UtilityConfig(epochs=1, defenses=["dpsgd:clip=1,sigma=2"], **small), data=digits)
+    assert weak.dp_delta == 1e-5 and 0 < strong.dp_epsilon < weak.dp_epsilon  # more noise, less leakage
+    assert train_under_defense(UtilityConfig(epochs=1, **small), data=digits).dp_epsilon is None

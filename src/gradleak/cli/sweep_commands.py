@@ -153,6 +153,9 @@ def cmd_utility(argv: Sequence[str]) -> int:
     if config.defenses:
         print(f"{name}: test accuracy {defended.accuracy:.1%} ({defended.seconds:.1f} s); "
               f"cost {100 * (baseline.accuracy - defended.accuracy):+.1f} points")
+        if defended.dp_epsilon is not None:
+            print(f"DP-SGD privacy: epsilon {defended.dp_epsilon:.3g} at delta {defended.dp_delta:g} "
+                  f"over {defended.config['epochs']} epoch(s) (RDP accountant, dp-accounting)")
     if args.out:
         from gradleak.report import write_json
 
