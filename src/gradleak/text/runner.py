@@ -8,7 +8,6 @@ sentences).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from gradleak.errors import GradleakError
+from gradleak.report import atomic_write, write_json, write_text
 from gradleak.text.attack import TextAttackConfig, TextAttackResult, TextStepReport, run_text_attack
 from gradleak.text.client import mlm_gradient
 from gradleak.text.metrics import score_text, token_accuracy
@@ -241,11 +241,12 @@ def write_outputs(
     lines.append("iteration\tdecoded_gradient_distance\ttoken_accuracy\tguess")
     for it, loss, acc, texts in guesses:
         lines.append(f"{it}\t{loss:.6g}\t{acc:.4f}\t" + " || ".join(texts))
+    # The project's atomic writers: an interrupted run never leaves half a file behind.
     text_path = out_dir / "text.txt"
-    text_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(text_path, "\n".join(lines) + "\n")
 
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(metrics_path, metrics)
 
     curves_path = out_dir / "curves.png"
     plot_curves(curves_path, result, curve, str(metrics["attack"]))
@@ -287,5 +288,5 @@ def plot_curves(
             ax.axvline(n_cont + 0.5, color="gray", ls=":", lw=1)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
