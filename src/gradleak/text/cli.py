@@ -12,28 +12,21 @@ Errors are one line on stderr (``gradleak text: error: …``) with exit status 2
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
+from gradleak.cli.main import OneLineParser, guarded
 from gradleak.errors import GradleakError
 
 PROG = "gradleak text"
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     # Kept free of transformers so that --help works without the optional extra.
     from gradleak.text.model import BUILTIN_MODELS, DEFAULT_MODEL
 
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="Gradient leakage on text (DLG's language experiment): a client computes the "
         "gradient of one masked-LM step of a BERT on your sentence(s); the attack recovers the "
@@ -86,16 +79,8 @@ def _prepare_out(out: str | None, overwrite: bool) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gradleak text``; returns the exit status."""
-    try:
-        parser = build_parser()
-        args = parser.parse_args(list(argv) if argv is not None else None)
-        return _main(args)
-    except GradleakError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
-        return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: error: interrupted\n")
-        return 130
+    args = list(argv) if argv is not None else None
+    return guarded(lambda: _main(build_parser().parse_args(args)), PROG)
 
 
 def _main(args: argparse.Namespace) -> int:
