@@ -34,15 +34,6 @@ def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a gradleak.data test tried to use the network")
-
-    monkeypatch.setattr(download, "_urlopen", refuse)
-    monkeypatch.setattr(download, "_sleep", lambda s: None)
-
-
 @pytest.fixture
 def trust(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Path], None]:
     """``trust(dataset, path)``: make the spec table expect this fixture file's md5 (all mirrors)."""
