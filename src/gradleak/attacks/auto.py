@@ -1,13 +1,13 @@
 """``auto``: the fastest attack that succeeds on what was shared, judged without ground truth.
 
-1. If the update is one image's gradient (or a one-step FedAvg change, which is −η·gradient) and
-   the model is a ``(Conv2d → Sigmoid)* → Linear`` net, solve it analytically. Accept the result
-   when the gradient it implies matches the shared one (relative error below ``accept_error``).
+1. If the update is a gradient (or a one-step FedAvg change, which is −η·gradient) and the model is
+   a ``(Conv2d → Sigmoid)* → Linear`` net, solve it analytically (a batch is un-mixed at the head
+   first; layers the gradient does not determine get a TV prior). Accept the result when the
+   gradient it implies matches the shared one (relative error below ``accept_error``).
 2. When the analytic result does not explain the gradient (a perturbed update: noise, pruning,
    fp16/int8), refine it: iDLG's L-BFGS and Inverting Gradients, both warm-started from it; keep
    the candidate whose implied gradient is closer to the shared one (still no ground truth).
-3. Otherwise (a batch, a deep/ReLU/BatchNorm model, a multi-step FedAvg change) run Inverting
-   Gradients.
+3. Otherwise (a deep/ReLU/BatchNorm model, a multi-step FedAvg change) run Inverting Gradients.
 """
 
 from __future__ import annotations
@@ -64,12 +64,11 @@ class Auto:
         gradient = as_gradient(update)
         if gradient is None:
             return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
-        if gradient.batch_size != 1:
-            return "ig", f"the update comes from a batch of {gradient.batch_size}"
         layers = sigmoid_conv_layers(model)
         if isinstance(layers, str):
             return "ig", layers
-        return "analytic", "one image's gradient through a sigmoid conv net with a biased Linear head"
+        what = "one image's gradient" if gradient.batch_size == 1 else f"the gradient of a batch of {gradient.batch_size}"
+        return "analytic", f"{what} through a sigmoid conv net with a biased Linear head"
 
     def run(
         self,
@@ -92,7 +91,9 @@ class Auto:
             error = result.extras["relative_gradient_error"]
             if error <= self.accept_error:
                 result.extras["auto_choice"] = 0.0  # 0 = analytic, 1 = ig, 2 = analytic + L-BFGS
-                result.stop_reason = f"solved analytically ({reason}); relative gradient error {error:.1e}"
+                result.stop_reason = result.stop_reason.replace(
+                    "solved", f"solved analytically ({reason}); relative gradient error {error:.1e}", 1
+                )
                 return result
             warm = result.images
             reason = f"the analytic solve left a relative gradient error of {error:.1e}"
@@ -103,7 +104,7 @@ class Auto:
         result.seconds += analytic_seconds
         result.extras["auto_choice"] = 1.0
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
-        if warm is not None:
+        if warm is not None and update.batch_size == 1:
             result = self._best_of(model, update, result, warm, observer)
         del start
         return result

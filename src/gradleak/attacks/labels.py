@@ -49,6 +49,29 @@ def as_gradient_signal(update: SharedUpdate) -> torch.Tensor:
     return signal.detach().double().cpu()
 
 
+def hidden_present_classes(update: SharedUpdate, signal: torch.Tensor | None = None) -> list[int]:
+    """Present classes that the bias signal misses, most evident first.
+
+    A class the model already predicts with high probability can have ``Σ_b p_bc ≥ 1`` and so a
+    positive bias-gradient entry although it is in the batch. Its weight-gradient row still gives it
+    away when the features are non-negative (sigmoid/ReLU outputs): an absent class's row is
+    ``Σ_b p_bc h_bᵀ``, all entries ≥ 0, while a present class's row mixes in ``−(1 − p) h_b`` and has
+    negative entries. Returns the positive-signal classes whose row carries more than 5% negative
+    mass, when the surely present classes show that the features are non-negative (their rows
+    almost entirely negative); otherwise none.
+    """
+    signal = as_gradient_signal(update) if signal is None else signal
+    rows = last_layer_weight_gradient(update).detach().double().cpu()
+    if update.kind == "weight_delta":
+        rows = -rows
+    share = rows.clamp(max=0).abs().sum(dim=1) / rows.abs().sum(dim=1).clamp_min(1e-300)
+    negatives = torch.nonzero(signal < 0).flatten()
+    if len(negatives) == 0 or float(share[negatives].min()) < 0.95:
+        return []
+    hidden = [int(c) for c in torch.nonzero((signal >= 0) & (share > 0.05)).flatten()]
+    return sorted(hidden, key=lambda c: -float(share[c]))
+
+
 def restore_batch_labels(update: SharedUpdate) -> torch.Tensor:
     """Labels of a batch (with repeats) from the last layer's gradient, no optimisation.
 
@@ -75,6 +98,8 @@ def restore_batch_labels(update: SharedUpdate) -> torch.Tensor:
         return torch.tensor([int(torch.argmin(signal))])
     present = [int(c) for c in torch.nonzero(signal < 0).flatten()]
     present.sort(key=lambda c: float(signal[c]))
+    if len(present) < batch:
+        present += hidden_present_classes(update, signal / batch)
     labels = present[:batch]
     if not labels:
         labels = [int(torch.argmin(signal))]

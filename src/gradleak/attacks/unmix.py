@@ -1,0 +1,171 @@
+"""Un-mixing a batch at the Linear head: each sample's features and label from the summed gradient.
+
+With cross entropy averaged over a batch of B, the head's gradients are
+``B·∂W = Σ_b g_b h_bᵀ`` and ``B·∂c = Σ_b g_b`` with ``g_b = softmax(W h_b + c) − onehot(y_b)``.
+So ``∂W`` has rank B and its row space is spanned by the features: ``h_b = V a_b`` with V the top
+B right singular vectors. What is left is a small nonlinear system in the B×B coefficients
+(``100·B + 100`` equations for ``B²`` unknowns with 100 classes), solved by Levenberg–Marquardt.
+
+The labels come with it. The sign of ``∂c`` finds every class with ``Σ_b p_bc < count_c`` but misses
+a present class the model already predicts with high probability, and cannot tell a repeated label
+from such a class. Each plausible multiset of labels is therefore tried, and the one whose features
+explain the gradient best is kept: a wrong multiset leaves a large residual, the right one ~1e-7.
+No ground truth is used: only the shared gradient and the (public) model.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import jacfwd
+
+
+@dataclass(frozen=True)
+class HeadSolution:
+    """What the Linear head's gradient reveals about each sample of the batch (float64)."""
+
+    features: torch.Tensor  # (B, F): the head's input for each sample
+    labels: torch.Tensor  # (B,), in the same order as ``features``
+    errors: torch.Tensor  # (B, K): softmax − onehot per sample, i.e. B × ∂loss/∂logits
+    residual: float  # relative residual of the head's gradient equations; ~1e-7 when exact
+
+
+def unmix_linear_head(
+    g_weight: torch.Tensor,
+    g_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    iterations: int = 100,
+) -> HeadSolution:
+    """Features of a batch with the given labels, from the head's (batch-mean) gradient.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> head = torch.nn.Linear(20, 10).double()
+        >>> h, y = torch.rand(3, 20, dtype=torch.float64), torch.tensor([1, 4, 7])
+        >>> loss = torch.nn.functional.cross_entropy(head(h), y)
+        >>> gw, gb = torch.autograd.grad(loss, [head.weight, head.bias])
+        >>> found = unmix_linear_head(gw, gb, head.weight.detach(), head.bias.detach(), y)
+        >>> bool((found.features - h).abs().max() < 1e-6), found.residual < 1e-9
+        (True, True)
+    """
+    batch = int(labels.numel())
+    dtype = torch.float64
+    weight, bias = weight.to(dtype), bias.to(dtype)
+    summed_w, summed_b = g_weight.to(dtype) * batch, g_bias.to(dtype) * batch
+    _, _, vh = torch.linalg.svd(summed_w, full_matrices=False)
+    basis = vh[:batch].T  # (F, B): the features' span
+    onehot = F.one_hot(labels.to(weight.device), weight.shape[0]).to(dtype)
+    target = torch.cat([(summed_w @ basis).flatten(), summed_b])
+    scale = float(target @ target)
+
+    def errors_of(coeffs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(coeffs @ basis.T @ weight.T + bias, dim=-1) - onehot
+
+    def residual_of(flat: torch.Tensor) -> torch.Tensor:
+        coeffs = flat.view(batch, batch)
+        errors = errors_of(coeffs)
+        return torch.cat([(errors.T @ coeffs).flatten(), errors.sum(0)]) - target
+
+    # Start: a sample's own class row is ≈ −h_b (its softmax entry is small before training).
+    coeffs = -summed_w[labels] @ basis
+    # Repeated labels give identical starting rows, a symmetric point the solver cannot leave;
+    # a fixed, deterministic tilt breaks the tie.
+    gen = torch.Generator().manual_seed(0)
+    coeffs = coeffs + 1e-2 * coeffs.norm() / batch * torch.randn(coeffs.shape, generator=gen, dtype=dtype).to(coeffs.device)
+    flat = coeffs.flatten()
+    residual = residual_of(flat)
+    cost = float(residual @ residual)
+    damping = 1e-3
+    for _ in range(iterations):
+        if cost <= 1e-26 * scale:
+            break
+        jac = jacfwd(residual_of)(flat)
+        normal, rhs = jac.T @ jac, -(jac.T @ residual)
+        improved = False
+        while damping < 1e12:
+            step = torch.linalg.solve(normal + damping * torch.diag(normal.diagonal().clamp_min(1e-12)), rhs)
+            trial = residual_of(flat + step)
+            trial_cost = float(trial @ trial)
+            if trial_cost < cost:
+                flat, residual, cost = flat + step, trial, trial_cost
+                damping = max(damping / 3, 1e-12)
+                improved = True
+                break
+            damping *= 4
+        if not improved:
+            break
+    coeffs = flat.view(batch, batch)
+    return HeadSolution(
+        features=coeffs @ basis.T,
+        labels=labels.clone(),
+        errors=errors_of(coeffs),
+        residual=(cost / max(scale, 1e-300)) ** 0.5,
+    )
+
+
+def label_candidates(
+    signal: torch.Tensor, batch: int, *, hidden: list[int] | None = None, limit: int = 64
+) -> list[list[int]]:
+    """Plausible label multisets of a batch, most likely first, from the head's bias-gradient signal.
+
+    ``signal`` is ``Σ_b (p_bc − 1[y_b = c])`` per class: negative classes are surely present. When
+    fewer than ``batch`` are negative, the rest are repeats of present classes or present classes
+    the model predicts with a high probability: ``hidden`` (see
+    :func:`~gradleak.attacks.labels.hidden_present_classes`), else the smallest positive signals.
+
+    Example:
+        >>> import torch
+        >>> signal = torch.tensor([0.3, -0.9, 0.02, -0.8, 0.4])
+        >>> label_candidates(signal, 3)[:3]
+        [[1, 1, 3], [1, 3, 3], [1, 2, 3]]
+        >>> label_candidates(signal, 3, hidden=[4])[0]
+        [1, 3, 4]
+    """
+    order = [int(c) for c in torch.argsort(signal)]
+    present = [c for c in order if float(signal[c]) < 0][:batch]
+    if not present:
+        present = order[:1]
+    missing = batch - len(present)
+    if missing == 0:
+        return [sorted(present)]
+    # Pool for the missing ones: classes evidently present despite their signal first, then
+    # repeats of the present classes, then the smallest positive signals.
+    hidden = [c for c in (hidden or []) if c not in present]
+    positives = [c for c in order if c not in present and c not in hidden][:2]
+    pool = hidden + present + positives
+    candidates: list[list[int]] = []
+    for extra in itertools.combinations_with_replacement(pool, missing):
+        candidates.append(sorted(present + list(extra)))
+        if len(candidates) >= limit:
+            break
+    return candidates
+
+
+def solve_linear_head(
+    g_weight: torch.Tensor,
+    g_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    signal: torch.Tensor,
+    batch: int,
+    *,
+    hidden: list[int] | None = None,
+    accept: float = 1e-5,
+) -> HeadSolution:
+    """Labels and features of a batch: the candidate label multiset whose solution fits best."""
+    best: HeadSolution | None = None
+    for labels in label_candidates(signal, batch, hidden=hidden):
+        found = unmix_linear_head(g_weight, g_bias, weight, bias, torch.tensor(labels))
+        if best is None or found.residual < best.residual:
+            best = found
+        if best.residual < accept:
+            break
+    assert best is not None
+    return best
