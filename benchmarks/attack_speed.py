@@ -68,8 +68,15 @@ def one_case(dataset: str, indices: list[int], *, ig_iterations: int) -> dict[st
         "gl_psnrs": [s.psnr for s in score.per_image],
         "gl_seconds": total,
         "gl_labels_ok": score.label_accuracy == 1.0,
-        "gl_method": "analytic" if result.extras.get("auto_choice") == 0.0 else "ig",
+        "gl_method": method_of(result.extras),
     }
+
+
+def method_of(extras: dict[str, float]) -> str:
+    if extras.get("auto_choice") != 0.0:
+        return "ig" if extras.get("auto_choice") == 1.0 else "analytic+L-BFGS"
+    prior = int(extras.get("layers_fitted_with_prior", 0))
+    return f"analytic, TV prior on {prior} layers" if prior else "analytic"
 
 
 def fmt_db(value: float) -> str:
@@ -96,10 +103,12 @@ def report(title: str, rows: list[dict[str, object]]) -> dict[str, float]:
     gl_median = statistics.median(gl_times)  # type: ignore[type-var]
     ratio = gl_median / ref_median if ref_times else float("nan")
     labels_ok = sum(bool(r["gl_labels_ok"]) for r in rows)
+    all_psnrs = [p for r in rows for p in r["gl_psnrs"]]  # type: ignore[attr-defined]
+    median_psnr = statistics.median(all_psnrs)
     ratio_text = f"{ratio:.3f} (1/{1 / ratio:.0f})" if ratio == ratio and ratio > 0 else "n/a (the reference never reached 30 dB)"
     print(
         f"\n**{title}**: reference {ref_ok}/{images} images ≥30 dB, median {ref_median:.2f} s to 30 dB (successes only); "
-        f"gradleak {gl_ok}/{images} images ≥30 dB, labels exact in {labels_ok}/{len(rows)} cases, median {gl_median:.3f} s total; "
+        f"gradleak {gl_ok}/{images} images ≥30 dB (median {fmt_db(median_psnr)} dB), labels exact in {labels_ok}/{len(rows)} cases, median {gl_median:.3f} s total; "
         f"ratio gradleak/reference = {ratio_text}"
     )
     return {"ratio": ratio, "gl_ok": gl_ok, "images": images}

@@ -190,3 +190,32 @@ def test_analytic_attack_recovers_a_batch_of_two(bundled, lenet):
     assert score.label_accuracy == 1.0
     assert min(s.psnr for s in score.per_image) >= 30
     assert result.extras["layers_fitted_with_prior"] == 2.0
+
+
+@pytest.mark.slow
+def test_compiled_ig_step_matches_the_plain_one(bundled, lenet):
+    images, labels = bundled("mnist", [0])
+    model = lenet("mnist")
+    update = FedSGD().share(model, images, labels)
+    runs = [
+        InvertingGradients(iterations=20, restarts=2, compile=flag).run(model, update, generator=torch.Generator().manual_seed(0))
+        for flag in (False, True)
+    ]
+    assert [r.extras["compiled"] for r in runs] == [0.0, 1.0]
+    assert abs(runs[0].losses[-1] - runs[1].losses[-1]) < 1e-5
+    assert (runs[0].images - runs[1].images).abs().max() < 1e-3
+
+
+def test_ig_falls_back_to_the_plain_step_when_compiling_fails(bundled, lenet, monkeypatch):
+    def broken_compile(fn, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    images, labels = bundled("mnist", [0])
+    model = lenet("mnist")
+    update = FedSGD().share(model, images, labels)
+    result = InvertingGradients(iterations=5, restarts=1, compile=True).run(model, update)
+    assert result.extras["compiled"] == 0.0 and len(result.losses) == 5

@@ -6,7 +6,11 @@ and several restarts of which the best gradient match wins. Labels come first, a
 (iDLG for one image, bias-corrected restoration for a batch), so only images are optimised.
 
 Restarts run as one batched computation (``torch.func.vmap`` over a functional model) rather than
-one after another. The attack stops by itself when the best restart's gradient distance falls
+one after another. The objective and its gradient form one pure function
+(``torch.func.grad_and_value``), which long runs hand to ``torch.compile``: measured on CPU (one
+thread), a step ran 2.9× faster for the LeNet (4 restarts) and 1.8× for the sigmoid ResNet, after a
+45-140 s compile, so it pays from a few thousand iterations (``compile=None``: from 5,000). If
+compiling fails (no C++ compiler, an unsupported op) the plain path runs instead. The attack stops by itself when the best restart's gradient distance falls
 below ``tolerance``, and a divergence guard resets a restart that turns NaN/Inf to its best state.
 """
 
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 from gradleak.attacks.base import ATTACKS, model_device
 from gradleak.attacks.labels import restore_batch_labels
@@ -70,6 +74,7 @@ class InvertingGradients:
     snapshot_every: int = 10
     clamp: bool = True  # the box constraint; always on in Inverting Gradients
     init: torch.Tensor | None = None  # optional warm start for the first restart, (B, C, H, W)
+    compile: bool | None = None  # torch.compile the step; None: for runs of COMPILE_FROM iterations or more
     name: str = "ig"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -119,7 +124,18 @@ class InvertingGradients:
             norm = torch.sqrt(sum((d**2).sum() for d in dummy))
             return 1 - dot / (norm * shared_norm + 1e-30)
 
-        batched_distance = vmap(distance)
+        tv_weight = self.tv_weight
+
+        def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            per_restart = vmap(distance)(x)
+            total = per_restart.sum()
+            if tv_weight:
+                total = total + tv_weight * _tv_per_restart(x).sum()
+            return total, per_restart
+
+        plain_step = grad_and_value(objective, has_aux=True)
+        compiled = self.compile if self.compile is not None else self.iterations >= COMPILE_FROM
+        step = torch.compile(plain_step) if compiled else plain_step
         shape = (self.restarts, update.batch_size, *update.input_shape)
         x = torch.rand(shape, generator=generator).to(device)
         if self.init is not None:
@@ -137,12 +153,14 @@ class InvertingGradients:
         observer_seconds = 0.0
         iteration = 0
         for iteration in range(1, self.iterations + 1):
-            optimizer.zero_grad(set_to_none=True)
-            per_restart = batched_distance(x)
-            objective = per_restart.sum()
-            if self.tv_weight:
-                objective = objective + self.tv_weight * _tv_per_restart(x).sum()
-            objective.backward()
+            try:
+                x_grad, (_, per_restart) = step(x.detach())
+            except Exception:  # noqa: BLE001 - any compiler failure: the plain path is the fallback
+                if step is plain_step:
+                    raise
+                step, compiled = plain_step, False
+                x_grad, (_, per_restart) = step(x.detach())
+            x.grad = x_grad.clone()
             with torch.no_grad():
                 current = per_restart.detach()
                 finite = torch.isfinite(current) & torch.isfinite(x.grad).flatten(1).all(dim=1)
@@ -186,8 +204,15 @@ class InvertingGradients:
             stop_reason=stop_reason,
             restarts=self.restarts,
             snapshots=snapshots,
-            extras={"gradient_distance": float(best_loss[best]), "divergence_resets": float(resets)},
+            extras={
+                "gradient_distance": float(best_loss[best]),
+                "divergence_resets": float(resets),
+                "compiled": float(compiled),
+            },
         )
+
+
+COMPILE_FROM = 5000  # iterations from which torch.compile pays for its compile time (see the module doc)
 
 
 def _tv_per_restart(x: torch.Tensor) -> torch.Tensor:
