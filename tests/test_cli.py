@@ -555,6 +555,18 @@ def test_error_iters_not_positive(iters: int, tmp_path: Path, data_root: Path, c
                 f"--iters must be at least 1 (got {iters})")
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--attack", "ig", "--restarts", 0], "--restarts must be at least 1 (got 0)"),
+        (["--attack", "dlg", "--restarts", 2], "--restarts applies to the ig and auto attacks, not dlg"),
+    ],
+)
+def test_error_restarts(extra: list, message: str, tmp_path: Path, data_root: Path, capsys) -> None:
+    _error_case(tmp_path, capsys, ["--dataset", "cifar100", "--split", "test", "--index", 0,
+                                   "--no-download", "--data-root", data_root, *extra], message)
+
+
 def test_error_output_not_writable(tmp_path: Path, data_root: Path, capsys) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -190,3 +190,9 @@ def test_dpsgd_run_reports_epsilon_for_its_release(tmp_path: Path) -> None:
     assert metrics["dp_sample_rate"] == pytest.approx(1 / 10000)
     assert 0 < metrics["dp_epsilon"] < 5 and metrics["dp_delta"] == 1e-5
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dp_epsilon"] == metrics["dp_epsilon"]
+
+
+def test_restarts_reach_the_attack(tmp_path: Path) -> None:
+    prepared = prepare(bundled_mnist(tmp_path, attack="ig", iterations=2, restarts=2))
+    assert prepared.attack.restarts == 2  # type: ignore[attr-defined]
+    assert execute(prepared).result.restarts == 2

@@ -6,6 +6,8 @@ itself receives the model and the :class:`~gradleak.types.SharedUpdate` alone.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import platform
 import random
@@ -45,6 +47,7 @@ class RunConfig:
     attack: str = "dlg"
     tv_weight: float | None = None  # None: the attack's own default (0 for dlg, 1e-4 for ig)
     clamp: bool | None = None  # None: the attack's own default (off for dlg, on for ig)
+    restarts: int | None = None  # None: the attack's own default (ig/auto: 4); others have none
     scenario: str = "fedsgd"
     local_steps: int = 1
     local_lr: float = 1e-4
@@ -115,6 +118,11 @@ def prepare(config: RunConfig) -> Prepared:
     model_name = config.model or default_model(spec.channels, spec.image_size)
     check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
     attack_factory = ATTACKS.get(config.attack)
+    if config.restarts is not None:
+        if config.restarts < 1:
+            raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
+        if "restarts" not in {f.name for f in dataclasses.fields(attack_factory)}:
+            raise GradleakError(f"--restarts applies to the ig and auto attacks, not {config.attack}: drop it or use --attack ig")
     scenario_cls = SCENARIOS.get(config.scenario)
     defenses = parse_defenses(config.defenses)
     device = resolve_device(config.device)
@@ -164,7 +172,11 @@ def prepare(config: RunConfig) -> Prepared:
         scenario = scenario_cls(defenses=defenses, generator=generator)
     update = scenario.share(model, images.to(device), labels.to(device))
     # Only what the user set overrides the attack's own defaults (each attack owns its config).
-    overrides = {k: v for k, v in (("tv_weight", config.tv_weight), ("clamp", config.clamp)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts))
+        if v is not None
+    }
     attack = attack_factory(iterations=config.iterations, **overrides)
     attack.check(update, model)
     return Prepared(

@@ -58,6 +58,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         "--tv-weight", type=float, default=None, help="total-variation prior weight (default: the attack's, 0 for dlg)"
     )
     attack.add_argument(
+        "--restarts", type=int, default=None,
+        help="random restarts, run as one batch (ig and auto; default 4); fewer is faster on deep models",
+    )
+    attack.add_argument(
         "--clamp", action="store_true", default=None,
         help="project pixels to [0,1] after every step (dlg: off by default, it hurts L-BFGS; ig always clamps)",
     )
@@ -125,6 +129,7 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         attack=args.attack or ("dlg" if classic else _default_attack()),
         tv_weight=args.tv_weight,
         clamp=args.clamp,
+        restarts=args.restarts,
         scenario=args.scenario,
         local_steps=args.local_steps,
         local_lr=args.local_lr,
