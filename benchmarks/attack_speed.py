@@ -117,17 +117,26 @@ def report(title: str, rows: list[dict[str, object]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 images per set and batches of 4 only")
-    parser.add_argument("--ig-iterations", type=int, default=2000, help="Inverting Gradients budget for batches")
+    parser.add_argument("--ig-iterations", type=int, default=2000, help="Inverting Gradients budget for fallbacks")
+    parser.add_argument(
+        "--sets", default="cifar100,mnist,batch4,batch8",
+        help="comma-separated subset of cifar100,mnist,batch4,batch8 (default: all)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     count = 3 if args.quick else 20
     print(f"# attack_speed — {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread")
+    sets = set(args.sets.split(","))
     for dataset in ("cifar100", "mnist"):
+        if dataset not in sets:
+            continue
         rows = [one_case(dataset, [i], ig_iterations=args.ig_iterations) for i in range(count)]
         report(f"{dataset}, single images", rows)
     sizes = (4,) if args.quick else (4, 8)
     for size in sizes:
+        if f"batch{size}" not in sets:
+            continue
         groups = [list(range(s, s + size)) for s in range(0, 20 - size + 1, size)][: (1 if args.quick else None)]
         rows = [one_case("cifar100", g, ig_iterations=args.ig_iterations) for g in groups]
         report(f"cifar100, batches of {size}", rows)

