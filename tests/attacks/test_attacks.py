@@ -219,3 +219,16 @@ def test_ig_falls_back_to_the_plain_step_when_compiling_fails(bundled, lenet, mo
     update = FedSGD().share(model, images, labels)
     result = InvertingGradients(iterations=5, restarts=1, compile=True).run(model, update)
     assert result.extras["compiled"] == 0.0 and len(result.losses) == 5
+
+
+def test_batch_with_an_image_the_model_already_classifies_confidently(bundled, lenet):
+    # The untrained MNIST LeNet gives class 5 p≈0.98 on both images, and image 8 is a 5: its error
+    # signal is ~50× weaker, its bias entry is positive. Labels come from the un-mixing's
+    # candidates, its features from the mean-feature start.
+    images, labels = bundled("mnist", [8, 9])
+    assert labels.tolist() == [5, 9]
+    model = lenet("mnist")
+    result = AnalyticInversion(fit_iterations=300).run(model, FedSGD().share(model, images, labels))
+    score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels)
+    assert score.label_accuracy == 1.0
+    assert min(s.psnr for s in score.per_image) >= 30

@@ -100,6 +100,11 @@ class AnalyticInversion:
     prior_weights: tuple[float, ...] = (3e-3, 1e-3, 3e-4)
     prior_smoothing: float = 0.05  # Huber-like TV: sqrt(d² + ε²), smooth for L-BFGS
     fit_iterations: int = 400  # L-BFGS iterations per stage for the underdetermined layers
+    # A batch whose layer-wise result leaves a relative gradient error above this is refined
+    # end to end (all layers, labels fixed) by L-BFGS, e.g. when repeated labels or a
+    # confidently classified image make the head's un-mixing ill-conditioned.
+    refine_above: float = 1e-5
+    refine_iterations: int = 300
     name: str = "analytic"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -170,6 +175,15 @@ class AnalyticInversion:
             assert activation is not None
         images = activation.float().clamp(0, 1).cpu()
         error = relative_gradient_error(model, update, images, labels)
+        refined = False
+        if batch > 1 and error > self.refine_above:
+            candidate = _refine_jointly(
+                model, update, images, labels, iterations=self.refine_iterations,
+                tv_weight=self.prior_weights[-1] if self.prior_weights else 0.0, smoothing=self.prior_smoothing,
+            )
+            candidate_error = relative_gradient_error(model, update, candidate, labels)
+            if candidate_error < error:
+                images, error, refined = candidate, candidate_error, True
         seconds = time.perf_counter() - start
         if observer is not None:
             observer(StepReport(iteration=max(iterations_used, 1), loss=error, images=images))
@@ -191,8 +205,51 @@ class AnalyticInversion:
                 "solver_iterations": float(iterations_used),
                 "layers_fitted_with_prior": float(remaining),
                 "head_residual": head_residual,
+                "refined_jointly": float(refined),
             },
         )
+
+
+def _refine_jointly(
+    model: nn.Module,
+    update: SharedUpdate,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    iterations: int,
+    tv_weight: float,
+    smoothing: float,
+) -> torch.Tensor:
+    """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``."""
+    device = model_device(model)
+    params = list(model.parameters())
+    shared = [t.to(device) for t in update.tensors]
+    scale = 1.0 / max(float(sum((s**2).sum() for s in shared)), 1e-30)
+    targets = one_hot(labels.to(device), update.num_classes)
+    x = images.detach().clone().to(device).requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [x], lr=1, max_iter=iterations, history_size=50, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12, tolerance_change=1e-15,
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        grads = torch.autograd.grad(cross_entropy_for_soft_labels(model(x), targets), params, create_graph=True)
+        loss = sum(((g - s) ** 2).sum() for g, s in zip(grads, shared)) * scale
+        if tv_weight:
+            loss = loss + tv_weight * _smooth_tv(x, smoothing)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return x.detach().clamp(0, 1).cpu()
+
+
+def _smooth_tv(x: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Total variation with sqrt(d² + ε²) in place of |d|: differentiable everywhere, for L-BFGS."""
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    return torch.sqrt(dy**2 + smoothing**2).mean() + torch.sqrt(dx**2 + smoothing**2).mean()
 
 
 def _determined(conv: nn.Conv2d, in_shape: tuple[int, int, int], batch: int, *, margin: float = 1.25) -> bool:
@@ -251,10 +308,7 @@ def _fit_with_prior(
             loss = loss + ((delta.sum(dim=(0, 2, 3)) - gb) ** 2).sum() * scales[i][1]
             if i:
                 delta = conv2d_input(inputs[i].shape, w, delta, stride, padding) * inputs[i] * (1 - inputs[i])
-        dy = x[..., 1:, :] - x[..., :-1, :]
-        dx = x[..., :, 1:] - x[..., :, :-1]
-        tv = torch.sqrt(dy**2 + smoothing**2).mean() + torch.sqrt(dx**2 + smoothing**2).mean()
-        return loss + prior_weight * tv
+        return loss + prior_weight * _smooth_tv(x, smoothing)
 
     if start is None:
         x = torch.full(input_shape, 0.5, dtype=torch.float64, device=activation.device, requires_grad=True)
@@ -273,7 +327,7 @@ def _fit_with_prior(
         value.backward()
         evaluations += 1
         if observer is not None and evaluations % 50 == 0:
-            observer(StepReport(iteration=evaluations, loss=float(value), images=x.detach().float().clamp(0, 1)))
+            observer(StepReport(iteration=evaluations, loss=float(value.detach()), images=x.detach().float().clamp(0, 1)))
         return value
 
     optimizer.step(closure)

@@ -73,18 +73,42 @@ def unmix_linear_head(
         errors = errors_of(coeffs)
         return torch.cat([(errors.T @ coeffs).flatten(), errors.sum(0)]) - target
 
-    # Start: a sample's own class row is ≈ −h_b (its softmax entry is small before training).
-    coeffs = -summed_w[labels] @ basis
-    # Repeated labels give identical starting rows, a symmetric point the solver cannot leave;
-    # a fixed, deterministic tilt breaks the tie.
+    # Two starts; the better fit wins. (1) A sample's own class row is ≈ −h_b (its softmax entry
+    # is small before training). (2) All samples at the mean feature, h̄ = B∂Wᵀ·B∂c / ‖B∂c‖²
+    # (exact when the features are equal): right when the model already predicts a sample's
+    # class confidently, whose own row is then dominated by the others. Equal starting rows
+    # (repeated labels, start 2) are a symmetric point the solver cannot leave; a fixed,
+    # deterministic tilt breaks the tie.
     gen = torch.Generator().manual_seed(0)
-    coeffs = coeffs + 1e-2 * coeffs.norm() / batch * torch.randn(coeffs.shape, generator=gen, dtype=dtype).to(coeffs.device)
-    flat = coeffs.flatten()
+    tilt = torch.randn((batch, batch), generator=gen, dtype=dtype).to(summed_w.device)
+    mean_feature = summed_w.T @ summed_b / (summed_b @ summed_b).clamp_min(1e-300)
+    starts = [-summed_w[labels] @ basis, (mean_feature @ basis).expand(batch, batch)]
+    best_flat, best_cost = None, float("inf")
+    for coeffs in starts:
+        coeffs = coeffs + 1e-2 * coeffs.norm() / batch * tilt
+        flat, cost = _levenberg_marquardt(residual_of, coeffs.flatten(), iterations, stop=1e-26 * scale)
+        if cost < best_cost:
+            best_flat, best_cost = flat, cost
+        if best_cost <= 1e-10 * scale:  # relative residual 1e-5: good enough, skip the other start
+            break
+    assert best_flat is not None
+    flat, cost = best_flat, best_cost
+    coeffs = flat.view(batch, batch)
+    return HeadSolution(
+        features=coeffs @ basis.T,
+        labels=labels.clone(),
+        errors=errors_of(coeffs),
+        residual=(cost / max(scale, 1e-300)) ** 0.5,
+    )
+
+
+def _levenberg_marquardt(residual_of, flat: torch.Tensor, iterations: int, *, stop: float) -> tuple[torch.Tensor, float]:  # type: ignore[no-untyped-def]
+    """Minimise ‖residual_of(flat)‖² from ``flat``; returns the point and its cost."""
     residual = residual_of(flat)
     cost = float(residual @ residual)
     damping = 1e-3
     for _ in range(iterations):
-        if cost <= 1e-26 * scale:
+        if cost <= stop:
             break
         jac = jacfwd(residual_of)(flat)
         normal, rhs = jac.T @ jac, -(jac.T @ residual)
@@ -101,30 +125,24 @@ def unmix_linear_head(
             damping *= 4
         if not improved:
             break
-    coeffs = flat.view(batch, batch)
-    return HeadSolution(
-        features=coeffs @ basis.T,
-        labels=labels.clone(),
-        errors=errors_of(coeffs),
-        residual=(cost / max(scale, 1e-300)) ** 0.5,
-    )
+    return flat, cost
 
 
 def label_candidates(
-    signal: torch.Tensor, batch: int, *, hidden: list[int] | None = None, limit: int = 64
+    signal: torch.Tensor, batch: int, *, hidden: list[int] | None = None, limit: int = 24
 ) -> list[list[int]]:
     """Plausible label multisets of a batch, most likely first, from the head's bias-gradient signal.
 
     ``signal`` is ``Σ_b (p_bc − 1[y_b = c])`` per class: negative classes are surely present. When
     fewer than ``batch`` are negative, the rest are repeats of present classes or present classes
     the model predicts with a high probability: ``hidden`` (see
-    :func:`~gradleak.attacks.labels.hidden_present_classes`), else the smallest positive signals.
+    :func:`~gradleak.attacks.labels.hidden_present_classes`), else the largest positive signals.
 
     Example:
         >>> import torch
         >>> signal = torch.tensor([0.3, -0.9, 0.02, -0.8, 0.4])
         >>> label_candidates(signal, 3)[:3]
-        [[1, 1, 3], [1, 3, 3], [1, 2, 3]]
+        [[1, 1, 3], [1, 3, 3], [1, 3, 4]]
         >>> label_candidates(signal, 3, hidden=[4])[0]
         [1, 3, 4]
     """
@@ -136,10 +154,12 @@ def label_candidates(
     if missing == 0:
         return [sorted(present)]
     # Pool for the missing ones: classes evidently present despite their signal first, then
-    # repeats of the present classes, then the smallest positive signals.
+    # repeats of the present classes, then the largest positive signals (a present class with a
+    # positive entry has Σ_b p_bc ≥ 1: the model predicts it confidently), then the smallest.
     hidden = [c for c in (hidden or []) if c not in present]
-    positives = [c for c in order if c not in present and c not in hidden][:2]
-    pool = hidden + present + positives
+    rest = [c for c in order if c not in present and c not in hidden]
+    largest = rest[::-1][: missing + 2]
+    pool = hidden + present + largest + [c for c in rest[:2] if c not in largest]
     candidates: list[list[int]] = []
     for extra in itertools.combinations_with_replacement(pool, missing):
         candidates.append(sorted(present + list(extra)))
