@@ -109,6 +109,8 @@ class AnalyticInversion:
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
         require_gradient(update, self.name)
+        if not self.prior_weights:
+            raise GradleakError("attack 'analytic' needs at least one prior weight (use (0.0,) for no prior)")
         if model is not None:
             layers = sigmoid_conv_layers(model)
             if isinstance(layers, str):

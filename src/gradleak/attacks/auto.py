@@ -83,10 +83,11 @@ class Auto:
         first, reason = self.plan(model, update)
         warm: torch.Tensor | None = None
         analytic_seconds = 0.0
+        analytic: AttackResult | None = None
         if first == "analytic":
             gradient = as_gradient(update)
             assert gradient is not None
-            result = AnalyticInversion().run(model, gradient, observer=observer)
+            result = analytic = AnalyticInversion().run(model, gradient, observer=observer)
             analytic_seconds = result.seconds
             error = result.extras["relative_gradient_error"]
             if error <= self.accept_error:
@@ -106,6 +107,20 @@ class Auto:
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
         if warm is not None and update.batch_size == 1:
             result = self._best_of(model, update, result, warm, observer)
+        elif analytic is not None:
+            # A batch: keep the analytic result when Inverting Gradients did not explain the update better.
+            gradient = as_gradient(update)
+            assert gradient is not None
+            ig_error = relative_gradient_error(model, gradient, result.images, result.labels)
+            analytic_error = analytic.extras["relative_gradient_error"]
+            if analytic_error <= ig_error:
+                analytic.seconds = result.seconds
+                analytic.extras.update({"auto_choice": 0.0, "ig_relative_gradient_error": ig_error})
+                analytic.stop_reason = (
+                    f"analytic result kept (relative gradient error {analytic_error:.1e}; Inverting Gradients "
+                    f"from it: {ig_error:.1e}): {analytic.stop_reason}"
+                )
+                result = analytic
         del start
         return result
 
