@@ -104,7 +104,7 @@ class AnalyticInversion:
     # end to end (all layers, labels fixed) by L-BFGS, e.g. when repeated labels or a
     # confidently classified image make the head's un-mixing ill-conditioned.
     refine_above: float = 1e-5
-    refine_iterations: int = 300
+    refine_iterations: int = 1000
     name: str = "analytic"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
