@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -79,50 +78,45 @@ class Auto:
         observer: StepObserver | None = None,
     ) -> AttackResult:
         self.check(update, model)
-        start = time.perf_counter()
         first, reason = self.plan(model, update)
-        warm: torch.Tensor | None = None
-        analytic_seconds = 0.0
+        gradient = as_gradient(update)
         analytic: AttackResult | None = None
         if first == "analytic":
-            gradient = as_gradient(update)
             assert gradient is not None
-            result = analytic = AnalyticInversion().run(model, gradient, observer=observer)
-            analytic_seconds = result.seconds
-            error = result.extras["relative_gradient_error"]
+            analytic = AnalyticInversion().run(model, gradient, observer=observer)
+            error = analytic.extras["relative_gradient_error"]
             if error <= self.accept_error:
-                result.extras["auto_choice"] = 0.0  # 0 = analytic, 1 = ig, 2 = analytic + L-BFGS
-                result.stop_reason = result.stop_reason.replace(
+                analytic.extras["auto_choice"] = 0.0  # 0 = analytic, 1 = ig, 2 = analytic + L-BFGS
+                analytic.stop_reason = analytic.stop_reason.replace(
                     "solved", f"solved analytically ({reason}); relative gradient error {error:.1e}", 1
                 )
-                return result
-            warm = result.images
+                return analytic
             reason = f"the analytic solve left a relative gradient error of {error:.1e}"
+        warm = analytic.images if analytic is not None else None
         fallback = InvertingGradients(
             iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts, init=warm
         )
         result = fallback.run(model, update, generator=generator, observer=observer)
-        result.seconds += analytic_seconds
+        result.seconds += analytic.seconds if analytic is not None else 0.0
         result.extras["auto_choice"] = 1.0
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
-        if warm is not None and update.batch_size == 1:
-            result = self._best_of(model, update, result, warm, observer)
-        elif analytic is not None:
-            # A batch: keep the analytic result when Inverting Gradients did not explain the update better.
-            gradient = as_gradient(update)
-            assert gradient is not None
-            ig_error = relative_gradient_error(model, gradient, result.images, result.labels)
-            analytic_error = analytic.extras["relative_gradient_error"]
-            if analytic_error <= ig_error:
-                analytic.seconds = result.seconds
-                analytic.extras.update({"auto_choice": 0.0, "ig_relative_gradient_error": ig_error})
-                analytic.stop_reason = (
-                    f"analytic result kept (relative gradient error {analytic_error:.1e}; Inverting Gradients "
-                    f"from it: {ig_error:.1e}): {analytic.stop_reason}"
-                )
-                result = analytic
-        del start
-        return result
+        if analytic is None:
+            return result
+        if update.batch_size == 1:
+            return self._best_of(model, update, result, analytic.images, observer)
+        # A batch: keep the analytic result when Inverting Gradients did not explain the update better.
+        assert gradient is not None
+        ig_error = relative_gradient_error(model, gradient, result.images, result.labels)
+        analytic_error = analytic.extras["relative_gradient_error"]
+        if analytic_error > ig_error:
+            return result
+        analytic.seconds = result.seconds
+        analytic.extras.update({"auto_choice": 0.0, "ig_relative_gradient_error": ig_error})
+        analytic.stop_reason = (
+            f"analytic result kept (relative gradient error {analytic_error:.1e}; Inverting Gradients "
+            f"from it: {ig_error:.1e}): {analytic.stop_reason}"
+        )
+        return analytic
 
     def _best_of(
         self, model: nn.Module, update: SharedUpdate, ig_result: AttackResult, warm: torch.Tensor,

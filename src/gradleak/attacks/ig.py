@@ -10,8 +10,10 @@ one after another. The objective and its gradient form one pure function
 (``torch.func.grad_and_value``), which long runs hand to ``torch.compile``: measured on CPU (one
 thread), a step ran 2.9× faster for the LeNet (4 restarts) and 1.8× for the sigmoid ResNet, after a
 45-140 s compile, so it pays from a few thousand iterations (``compile=None``: from 5,000). If
-compiling fails (no C++ compiler, an unsupported op) the plain path runs instead. The attack stops by itself when the best restart's gradient distance falls
-below ``tolerance``, and a divergence guard resets a restart that turns NaN/Inf to its best state.
+compiling fails (no C++ compiler, an unsupported op) the plain path runs instead.
+
+The attack stops by itself when the best restart's gradient distance falls below ``tolerance``,
+and a divergence guard resets a restart that turns NaN/Inf to its best state.
 """
 
 from __future__ import annotations
