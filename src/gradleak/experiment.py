@@ -52,6 +52,7 @@ class RunConfig:
     local_steps: int = 1
     local_lr: float = 1e-4
     defenses: list[str] = field(default_factory=list)
+    noise_source: str | None = None  # None: the attack's own default (map/auto: "auto")
     save_history: bool = False
     save_final: bool = False
     out: str | None = None
@@ -123,6 +124,10 @@ def prepare(config: RunConfig) -> Prepared:
             raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
         if "restarts" not in {f.name for f in dataclasses.fields(attack_factory)}:
             raise GradleakError(f"--restarts applies to the ig and auto attacks, not {config.attack}: drop it or use --attack ig")
+    if config.noise_source is not None and "noise_source" not in {f.name for f in dataclasses.fields(attack_factory)}:
+        raise GradleakError(
+            f"--noise-source applies to the map and auto attacks, not {config.attack}: drop it or use --attack map"
+        )
     scenario_cls = SCENARIOS.get(config.scenario)
     defenses = parse_defenses(config.defenses)
     device = resolve_device(config.device)
@@ -174,7 +179,10 @@ def prepare(config: RunConfig) -> Prepared:
     # Only what the user set overrides the attack's own defaults (each attack owns its config).
     overrides = {
         k: v
-        for k, v in (("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts))
+        for k, v in (
+            ("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts),
+            ("noise_source", config.noise_source),
+        )
         if v is not None
     }
     attack = attack_factory(iterations=config.iterations, **overrides)

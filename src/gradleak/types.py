@@ -82,3 +82,33 @@ class AttackResult:
     restarts: int = 1
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     extras: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """What an attack expects the client's defenses did to each shared value (no ground truth).
+
+    The shared value is modelled as ``mask * (scale(g) + noise)`` with ``g`` the true update and
+    ``noise`` zero-mean with per-entry ``variances``.
+
+    Attributes:
+        variances: one tensor per shared tensor, broadcastable to it (a 0-d tensor for i.i.d.
+            noise, a full tensor for value-dependent rounding such as fp16).
+        masks: one bool tensor per shared tensor, ``True`` where the value was sent; ``None``
+            when every value was sent (no pruning).
+        clip: DP-SGD's per-example clipping norm when the server knows it, else ``None``.
+        source: ``"published"`` (from the defenses' declared parameters) or ``"estimated"``
+            (from the values of the update itself), or ``"none"``.
+        description: one line for ``stop_reason`` and ``metrics.json``.
+    """
+
+    variances: tuple[torch.Tensor, ...]
+    masks: tuple[torch.Tensor, ...] | None = None
+    clip: float | None = None
+    source: str = "none"
+    description: str = "exact gradient"
+
+    @property
+    def perturbed(self) -> bool:
+        """Whether the update is expected to differ from the exact gradient at all."""
+        return self.masks is not None or self.clip is not None or any(bool((v > 0).any()) for v in self.variances)

@@ -1,7 +1,8 @@
 """Gradient-inversion attacks. Each receives the model and a SharedUpdate, never the private data.
 
 Registered names: ``dlg`` (the original, faithful), ``idlg``, ``analytic`` (R-GAP-style exact
-inversion), ``ig`` (Inverting Gradients) and ``auto`` (analytic when it applies, else ig).
+inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates) and
+``auto`` (picks among them without ground truth).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from gradleak.attacks.base import ATTACKS, Attack
 from gradleak.attacks.dlg import DLG, idlg
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
+from gradleak.attacks.noise_model import noise_model
+from gradleak.attacks.posterior import MapInversion
 
 __all__ = [
     "ATTACKS",
@@ -20,8 +23,10 @@ __all__ = [
     "Auto",
     "DLG",
     "InvertingGradients",
+    "MapInversion",
     "idlg",
     "idlg_label",
+    "noise_model",
     "relative_gradient_error",
     "restore_batch_labels",
 ]

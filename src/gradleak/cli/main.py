@@ -66,6 +66,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         help="project pixels to [0,1] after every step (dlg: off by default, it hurts L-BFGS; ig always clamps)",
     )
 
+    attack.add_argument(
+        "--noise-source", choices=["auto", "published", "estimated"], default=None,
+        help="map/auto on a defended update: where the server's noise model comes from: the defenses' "
+        "published parameters, or estimated from the update's values (default auto: published when declared)",
+    )
+
     client = parser.add_argument_group("client")
     client.add_argument("--scenario", choices=["fedsgd", "fedavg"], default="fedsgd", help="what the client shares")
     client.add_argument("--local-steps", type=int, default=1, help="FedAvg local steps E (default 1)")
@@ -134,6 +140,7 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         local_steps=args.local_steps,
         local_lr=args.local_lr,
         defenses=list(args.defense),
+        noise_source=args.noise_source,
         save_history=args.save_history,
         save_final=args.save_final,
         out=args.out,
