@@ -81,3 +81,32 @@ def test_importing_gradleak_does_not_import_dask():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _damaged_sweep(tmp_path, name: str):
+    from .conftest import damage_page, write_store
+
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    write_store(sweep / "store.sqlite")
+    damage_page(sweep / "store.sqlite", name)
+    return sweep
+
+
+@pytest.mark.parametrize("page", ["runs", "runs_status", "events"])
+def test_report_on_a_damaged_store_fails_with_one_line(tmp_path, capsys, page):
+    sweep = _damaged_sweep(tmp_path, page)
+    assert main(["report", str(sweep)]) == 2  # was 0 (or a traceback) on a damaged store
+    err = _err(capsys)
+    assert f"sweep store {sweep / 'store.sqlite'} is damaged" in err and "move it aside" in err
+    assert not (sweep / "report" / "report.html").exists()
+
+
+def test_sweep_on_a_damaged_store_fails_with_one_line(tmp_path, capsys):
+    sweep = _damaged_sweep(tmp_path, "runs")
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1]\n[run]\nsplit = "test"\n')
+    for extra in ([], ["--dry-run"]):
+        assert main(["sweep", str(config), "--out", str(sweep), *extra]) == 2
+        err = _err(capsys)
+        assert "is damaged" in err and str(sweep / "store.sqlite") in err

@@ -46,7 +46,12 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         from gradleak.sweep.engine import store_path
         from gradleak.sweep.store import Store
 
-        status = Store(store_path(sweep_dir), create=False).statuses() if store_path(sweep_dir).is_file() else {}
+        path = store_path(sweep_dir)
+        status: dict[str, str] = {}
+        if path.is_file():
+            store = Store(path, create=False)
+            store.check()
+            status = store.statuses()
         for run in plan.runs:
             print(f"{run.run_id}  {status.get(run.run_id, 'new'):<8} {run.label}")
         print(f"{len(plan.runs)} runs ({len(plan.attack_runs)} attack, {len(plan.utility_runs)} utility); "

@@ -487,6 +487,7 @@ def write_sweep_report(sweep_dir: str | Path, *, out_dir: str | Path | None = No
     if success_psnr is not None:
         threshold = success_psnr
     store = Store(path, create=False)
+    store.check()  # a damaged store is refused, not reported as if whole
     rows = store.rows()
     attack = attack_records([r for r in rows if r["kind"] == "attack"], threshold)
     utility = utility_records([r for r in rows if r["kind"] == "utility"])

@@ -231,6 +231,7 @@ def prepare_sweep_dir(plan: SweepPlan, sweep_dir: str | Path) -> Store:
     except OSError as error:
         raise GradleakError(f"cannot create sweep folder {sweep_dir}: {error}") from None
     store = Store(store_path(sweep_dir))
+    store.check()  # never add to (or trust the statuses of) a store with damaged pages
     if plan.source:
         write_text(sweep_dir / CONFIG_NAME, plan.source)
     store.add_runs(plan.runs, sweep=plan.name)
