@@ -110,3 +110,17 @@ def test_sweep_on_a_damaged_store_fails_with_one_line(tmp_path, capsys):
         assert main(["sweep", str(config), "--out", str(sweep), *extra]) == 2
         err = _err(capsys)
         assert "is damaged" in err and str(sweep / "store.sqlite") in err
+
+
+def test_dry_run_with_an_empty_store_file(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1]\n')
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    (sweep / "store.sqlite").write_bytes(b"")
+    assert main(["sweep", str(config), "--dry-run", "--out", str(sweep)]) == 0  # was: no such table: runs
+    captured = capsys.readouterr()
+    assert "is empty (0 bytes)" in captured.out and captured.out.count(" new ") == 2
+    assert "Traceback" not in captured.err
+    assert main(["report", str(sweep)]) == 2
+    assert "is empty (0 bytes)" in _err(capsys)

@@ -190,3 +190,19 @@ def test_a_damaged_index_is_found_although_rows_read(tmp_path):
     assert len(store.rows()) == 200  # the table itself reads: only a full check sees the damage
     with pytest.raises(GradleakError, match=rf"sweep store {path} is damaged"):
         store.check()
+
+
+def test_empty_or_foreign_sqlite_file_is_not_a_store(tmp_path):
+    import sqlite3
+
+    empty = tmp_path / "store.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(GradleakError, match=r"is empty \(0 bytes\)"):
+        Store(empty, create=False)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE photos (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(GradleakError, match="not a gradleak sweep store \\(no runs table\\)"):
+        Store(other, create=False)

@@ -48,7 +48,9 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
         path = store_path(sweep_dir)
         status: dict[str, str] = {}
-        if path.is_file():
+        if path.is_file() and path.stat().st_size == 0:
+            print(f"note: {path} is empty (0 bytes): no run recorded yet; gradleak sweep starts it afresh")
+        elif path.is_file():
             store = Store(path, create=False)
             store.check()
             status = store.statuses()

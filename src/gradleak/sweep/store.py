@@ -184,9 +184,18 @@ class Store:
         return (_reopen, (str(self.path), self.stale_after))
 
     def _check_exists(self) -> None:
-        """An existing store file, or a one-line error."""
+        """An existing, non-empty SQLite file with a ``runs`` table, or a one-line error."""
         if not self.path.exists():
             raise GradleakError(f"no sweep store at {self.path}: run gradleak sweep first")
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreError(
+                f"sweep store {self.path} is empty (0 bytes): no run was recorded in it; "
+                "run gradleak sweep to start it afresh (or remove the file)"
+            )
+        with self._connection() as con:
+            row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path} is not a gradleak sweep store (no runs table): choose another sweep folder")
 
     def check(self) -> None:
         """Refuse a store with damaged pages (``PRAGMA quick_check``, a read of every page).
