@@ -436,7 +436,13 @@ class Store:
         finally:
             stop.set()
             thread.join(timeout=every + 5)
-            self.end_session(session)
+            try:
+                self.end_session(session)
+            except StoreError:
+                # The store cannot be written (e.g. the disk is full): the error that stopped the
+                # block says so. Runs still marked ``running`` here are taken over by the next
+                # sweep, since this process (the session) will be gone.
+                pass
 
     def _session_alive(self, con: sqlite3.Connection, session: str | None) -> bool:
         if session is None:
