@@ -124,3 +124,17 @@ def test_dry_run_with_an_empty_store_file(tmp_path, capsys):
     assert "Traceback" not in captured.err
     assert main(["report", str(sweep)]) == 2
     assert "is empty (0 bytes)" in _err(capsys)
+
+
+def test_sweep_max_runs_flag(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1, 2]\ndefenses = ["none", "fp16"]\n')
+    out = str(tmp_path / "s")
+    assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "5"]) == 2
+    err = _err(capsys)
+    assert "the grid has 6 runs (3 indices x 2 defenses" not in err and "the grid has 6 runs (2 defenses x 3 indices)" in err
+    assert "pass --max-runs 6 to expand it anyway" in err
+    assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "6"]) == 0
+    assert "6 runs (6 attack, 0 utility)" in capsys.readouterr().out
+    assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "0"]) == 2
+    assert "--max-runs must be at least 1" in _err(capsys)

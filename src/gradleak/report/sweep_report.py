@@ -466,7 +466,8 @@ def _load_threshold(sweep_dir: Path) -> tuple[float, str, str]:
     source = sweep_dir / "sweep.toml"
     if source.is_file():
         try:
-            plan = parse_plan(source.read_text(encoding="utf-8"), default_name=sweep_dir.name, where=str(source))
+            plan = parse_plan(source.read_text(encoding="utf-8"), default_name=sweep_dir.name, where=str(source),
+                              max_runs=None)  # it ran already (perhaps with --max-runs)
             return plan.success_psnr, plan.name, plan.description
         except GradleakError:
             pass
