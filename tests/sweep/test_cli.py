@@ -138,3 +138,14 @@ def test_sweep_max_runs_flag(tmp_path, capsys):
     assert "6 runs (6 attack, 0 utility)" in capsys.readouterr().out
     assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "0"]) == 2
     assert "--max-runs must be at least 1" in _err(capsys)
+
+
+def test_sweep_name_cannot_leave_the_sweeps_folder(tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"  # sweeps/../../escaped from here is tmp_path/escaped
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = tmp_path / "c.toml"
+    config.write_text('[sweep]\nname = "../../escaped"\n[grid]\ndatasets = ["mnist"]\n[run]\nsplit = "test"\n')
+    assert main(["sweep", str(config), "--no-report", "--quiet"]) == 2
+    assert "is not a plain folder name" in _err(capsys)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()

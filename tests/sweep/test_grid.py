@@ -209,3 +209,15 @@ def test_the_count_before_expansion_is_exact(path):
     assert len(load_plan(path, max_runs=planned).runs) == planned
     with pytest.raises(GradleakError, match=rf"the grid has {planned:,} runs .* --max-runs {planned}"):
         load_plan(path, max_runs=planned - 1)
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/x", "/tmp/x", "a/b", "..", ".", "a\\\\b", "x\\ny", "C:evil"])
+def test_sweep_names_that_are_paths_are_refused(name):
+    text = f'[sweep]\nname = "{name}"\n[grid]\ndatasets = ["mnist"]\n'
+    with pytest.raises(GradleakError, match=r"c.toml: sweep.name .* is not a plain folder name \(the sweep goes to sweeps/<name>\)"):
+        parse_plan(text, where="c.toml")
+
+
+def test_plain_sweep_names_are_kept():
+    for name in ("dlg_defenses_small", "batch size 8", "v1.2"):
+        assert parse_plan(f'[sweep]\nname = "{name}"\n[grid]\ndatasets = ["mnist"]\n').name == name

@@ -187,6 +187,25 @@ def parse_plan(text: str, *, default_name: str = "sweep", where: str = "config",
 # --------------------------------------------------------------------------- value checking
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one folder name: no separator, not ``.``/``..``, no control characters.
+
+    The sweep name becomes ``sweeps/<name>``; ``"../../../tmp/x"`` or ``"/etc"`` would write elsewhere.
+
+    Example:
+        >>> [is_plain_name(n) for n in ("dlg_defenses_small", "run 2", "../x", "a/b", "..", "/etc")]
+        [True, True, False, False, False, False]
+    """
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\:")
+        and all(c.isprintable() for c in name)
+        and Path(name).name == name
+        and not Path(name).is_absolute()
+    )
+
+
 def _unknown(keys: Sequence[str], valid: Sequence[str], what: str, where: str) -> None:
     bad = [k for k in keys if k not in valid]
     if bad:
@@ -342,6 +361,11 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     name = sweep.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise GradleakError(f"{where}: sweep.name must be a non-empty string")
+    if not is_plain_name(name.strip()):
+        raise GradleakError(
+            f"{where}: sweep.name {name.strip()!r} is not a plain folder name (the sweep goes to sweeps/<name>): "
+            "use letters, digits, '-', '_', '.' or spaces, without '/', '\\' or '..'"
+        )
     description = sweep.get("description", "")
     if not isinstance(description, str):
         raise GradleakError(f"{where}: sweep.description must be a string")
