@@ -695,3 +695,17 @@ def test_batch_larger_than_the_class_count(tmp_path: Path, capsys) -> None:
     assert metrics["label_accuracy"] >= 10 / 11  # repeated labels restored by their counts
     # measured 22.8 dB (Inverting Gradients alone with 20 steps: 5.3 dB)
     assert metrics["psnr"] > 15
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_error_out_is_a_dangling_symlink(tmp_path: Path, capsys, below: bool) -> None:
+    # Refused before the attack (it used to fail only when the results were moved into place).
+    link = tmp_path / "results"
+    link.symlink_to(tmp_path / "gone")
+    out = link / "run1" if below else link
+    code, stdout, err = run_classic(["--dataset", "mnist", "--split", "test", "--index", 0, "--iters", 2,
+                                     "--out", out, "--quiet"], capsys)
+    check_error(code, stdout, err, "main.py: error:", f"{link} is a symbolic link to {tmp_path / 'gone'}",
+                "which does not exist", "choose another --out")
+    assert "Final MSE" not in stdout
+    assert not (tmp_path / "gone").exists() and link.is_symlink()

@@ -204,6 +204,12 @@ def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
         while out.exists():
             suffix += 1
             out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}-{suffix}"
+    dangling = _dangling_link(out)
+    if dangling is not None:
+        raise GradleakError(
+            f"--out {out}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not exist: "
+            "create its target folder or choose another --out"
+        )
     if out.exists() and not out.is_dir():
         raise GradleakError(f"--out {out} is a file, not a folder: choose another --out")
     if out.is_dir() and any(out.iterdir()) and not config.overwrite:
@@ -212,6 +218,15 @@ def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise GradleakError(f"cannot write to {parent} (for --out {out}): choose a writable --out")
     return out
+
+
+def _dangling_link(path: Path) -> Path | None:
+    """``path`` or its nearest ancestor that is a symbolic link to nothing (the results could not
+    be moved there, found only after the attack), else None."""
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            return candidate
+    return None
 
 
 def _existing_parent(path: Path) -> Path:
