@@ -267,9 +267,11 @@ class _Progress:
             self.bar.set_postfix(loss=f"{report.loss:.3g}", psnr=f"{value:.2f}dB", refresh=False)
             self.bar.refresh()
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """End the bar. A finished attack that stopped early ends it at 100% of what it ran;
+        an interrupted or failed one leaves it where it stopped (never drawn as complete)."""
         if self.bar is not None:
-            if self.bar.n < (self.bar.total or 0):  # the attack stopped early: end the bar there
+            if finished and self.bar.n < (self.bar.total or 0):  # the attack stopped early: end the bar there
                 self.bar.total = self.bar.n
                 self.bar.refresh()
             self.bar.close()
@@ -283,8 +285,10 @@ def execute(prepared: Prepared) -> RunOutcome:
     progress = _Progress(prepared.images, config.iterations, config.quiet)
     try:
         result = prepared.attack.run(prepared.model, prepared.update, observer=progress)
-    finally:
-        progress.close()
+    except BaseException:  # Ctrl-C or a failure: the bar must not claim 100% before "interrupted"
+        progress.close(finished=False)
+        raise
+    progress.close()
     score = score_batch(
         result.images,
         prepared.images,
