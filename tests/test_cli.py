@@ -709,3 +709,14 @@ def test_error_out_is_a_dangling_symlink(tmp_path: Path, capsys, below: bool) ->
                 "which does not exist", "choose another --out")
     assert "Final MSE" not in stdout
     assert not (tmp_path / "gone").exists() and link.is_symlink()
+
+
+def test_duplicate_indices_get_a_note(tmp_path: Path, capsys) -> None:
+    code, out, err = run_classic(["--dataset", "mnist", "--split", "test", "--indices", 4, 0, 4, "--attack", "dlg",
+                                  "--iters", 1, "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    assert "note: --indices repeats 4 (2 times): the batch of 3 holds those images more than once" in out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["batch_size"] == 3  # kept as given
+    code, out, _ = run_classic(["--dataset", "mnist", "--split", "test", "--indices", 4, 0, "--attack", "dlg",
+                                "--iters", 1, "--out", tmp_path / "run2"], capsys)
+    assert code == 0 and "repeats" not in out
