@@ -196,3 +196,42 @@ def test_restarts_reach_the_attack(tmp_path: Path) -> None:
     prepared = prepare(bundled_mnist(tmp_path, attack="ig", iterations=2, restarts=2))
     assert prepared.attack.restarts == 2  # type: ignore[attr-defined]
     assert execute(prepared).result.restarts == 2
+
+
+class InterruptedAttack:
+    """Reports 3 of its 10 steps, then the user presses Ctrl-C."""
+
+    name = "test-interrupted"
+
+    def __init__(self, **settings: object) -> None:
+        self.settings = settings
+
+    def check(self, update: object, *args: object) -> None:
+        pass
+
+    def run(self, model: object, update, *, generator: object = None, observer=None) -> AttackResult:
+        images = torch.zeros(update.batch_size, *update.input_shape)
+        for step in (1, 2, 3):
+            observer(StepReport(iteration=step, loss=1.0 / step, images=images))
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_leaves_the_progress_bar_where_it_stopped(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(ATTACKS._items, InterruptedAttack.name, InterruptedAttack)
+    config = bundled_mnist(tmp_path, attack=InterruptedAttack.name, iterations=10, quiet=False)
+    prepared = prepare(config)
+    with pytest.raises(KeyboardInterrupt):
+        execute(prepared)
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/10" in last and "100%" not in err  # it used to redraw as 3/3, 100%
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_attack_that_stops_early_still_ends_its_bar(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(ATTACKS._items, PermutedConstants.name, PermutedConstants)
+    config = bundled_mnist(tmp_path, attack=PermutedConstants.name, iterations=10, quiet=False)
+    config.indices = [0, 1, 2]
+    execute(prepare(config))
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last and "1/1" in last

@@ -212,6 +212,12 @@ def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
         while out.exists():
             suffix += 1
             out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}-{suffix}"
+    dangling = _dangling_link(out)
+    if dangling is not None:
+        raise GradleakError(
+            f"--out {out}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not exist: "
+            "create its target folder or choose another --out"
+        )
     if out.exists() and not out.is_dir():
         raise GradleakError(f"--out {out} is a file, not a folder: choose another --out")
     if out.is_dir() and any(out.iterdir()) and not config.overwrite:
@@ -220,6 +226,15 @@ def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise GradleakError(f"cannot write to {parent} (for --out {out}): choose a writable --out")
     return out
+
+
+def _dangling_link(path: Path) -> Path | None:
+    """``path`` or its nearest ancestor that is a symbolic link to nothing (the results could not
+    be moved there, found only after the attack), else None."""
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and not candidate.exists():
+            return candidate
+    return None
 
 
 def _existing_parent(path: Path) -> Path:
@@ -260,9 +275,11 @@ class _Progress:
             self.bar.set_postfix(loss=f"{report.loss:.3g}", psnr=f"{value:.2f}dB", refresh=False)
             self.bar.refresh()
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """End the bar. A finished attack that stopped early ends it at 100% of what it ran;
+        an interrupted or failed one leaves it where it stopped (never drawn as complete)."""
         if self.bar is not None:
-            if self.bar.n < (self.bar.total or 0):  # the attack stopped early: end the bar there
+            if finished and self.bar.n < (self.bar.total or 0):  # the attack stopped early: end the bar there
                 self.bar.total = self.bar.n
                 self.bar.refresh()
             self.bar.close()
@@ -276,8 +293,10 @@ def execute(prepared: Prepared) -> RunOutcome:
     progress = _Progress(prepared.images, config.iterations, config.quiet)
     try:
         result = prepared.attack.run(prepared.model, prepared.update, observer=progress)
-    finally:
-        progress.close()
+    except BaseException:  # Ctrl-C or a failure: the bar must not claim 100% before "interrupted"
+        progress.close(finished=False)
+        raise
+    progress.close()
     score = score_batch(
         result.images,
         prepared.images,

@@ -232,3 +232,22 @@ def test_batch_with_an_image_the_model_already_classifies_confidently(bundled, l
     score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels)
     assert score.label_accuracy == 1.0
     assert min(s.psnr for s in score.per_image) >= 30
+
+
+def test_head_unmixing_of_a_batch_larger_than_the_class_count(bundled, lenet):
+    # 11 MNIST images, 10 classes: the head's gradient has fewer rows than the batch has samples.
+    from gradleak.attacks.labels import as_gradient_signal, hidden_present_classes
+    from gradleak.attacks.unmix import solve_linear_head
+
+    images, labels = bundled("mnist", list(range(11)))
+    model = lenet("mnist")
+    update = FedSGD().share(model, images, labels)
+    head = model.fc[0]
+    found = solve_linear_head(
+        *update.tensors[-2:], head.weight.detach().double(), head.bias.detach().double(),
+        as_gradient_signal(update), 11, hidden=hidden_present_classes(update),
+    )
+    assert found.features.shape == (11, head.weight.shape[1]) and found.labels.numel() == 11
+    assert found.labels.tolist() == restore_batch_labels(update).tolist()
+    assert sum(min(found.labels.tolist().count(c), labels.tolist().count(c)) for c in range(10)) >= 10
+    assert found.residual < 1e-3  # measured 1.1e-5

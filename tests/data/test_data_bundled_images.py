@@ -124,3 +124,70 @@ def test_missing_and_non_image_paths(tmp_path: Path) -> None:
     truncated.write_bytes(bundled_samples("cifar100")[0][2].read_bytes()[:200])
     with pytest.raises(GradleakError, match=r"cut.png"):
         load_image_files([truncated], spec)
+
+
+def _write_png16(path: Path, samples: np.ndarray) -> None:
+    """A 16-bit-per-sample PNG in its on-disk layout (Pillow writes 16-bit grayscale only)."""
+    import struct
+    import zlib
+
+    data = np.asarray(samples, dtype=">u2")
+    data = data[..., None] if data.ndim == 2 else data
+    height, width, channels = data.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    raw = b"".join(b"\x00" + data[y].tobytes() for y in range(height))  # filter 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _ramp16(size: int = 32) -> np.ndarray:
+    """A 16-bit ramp over the full range (mean 0.5) with a fine pattern in the low byte."""
+    ramp = np.linspace(0, 65535, size * size).reshape(size, size)
+    return np.rint(ramp).astype(np.uint16)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_grayscale_scaled_by_its_depth(tmp_path: Path, dataset: str, suffix: str) -> None:
+    # Pillow writes uint16 as a 16-bit grayscale PNG/TIFF ("I;16"): convert("L") used to clip it.
+    ramp = _ramp16(28 if dataset == "mnist" else 32)
+    path = tmp_path / f"ramp16{suffix}"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    x = load_image_files([path], get_spec(dataset))
+    expected = torch.from_numpy(ramp / 65535.0).float()
+    assert abs(float(x.mean()) - 0.5) < 0.01  # was 0.998 (96% of pixels at 1.0)
+    assert float((x - expected).abs().max()) <= 0.5 / 255 + 1e-6  # rounded to the nearest 8-bit level
+    assert float((x == 1.0).float().mean()) < 0.01
+
+
+def test_16bit_rgb_png_matches_its_8bit_version(tmp_path: Path) -> None:
+    ramp = _ramp16()
+    rgb = np.stack([ramp, ramp[::-1], ramp.T], axis=-1)
+    path = tmp_path / "rgb48.png"
+    _write_png16(path, rgb)
+    x = load_image_files([path], get_spec("cifar10"))
+    expected = torch.from_numpy(rgb.transpose(2, 0, 1) / 65535.0).float()
+    assert abs(float(x.mean()) - 0.5) < 0.01
+    assert float((x - expected).abs().max()) <= 1 / 255 + 1e-6
+    gray = load_image_files([path], get_spec("mnist"))  # the same file for a 1-channel dataset
+    assert abs(float(gray.mean()) - 0.5) < 0.02
+
+
+def test_16bit_png_from_raw_layout_grayscale(tmp_path: Path) -> None:
+    # The same 16-bit grayscale case written byte by byte (colour type 0, depth 16), not by Pillow.
+    path = tmp_path / "gray16.png"
+    _write_png16(path, np.full((28, 28), 32768, dtype=np.uint16))
+    x = load_image_files([path], get_spec("mnist"))
+    assert torch.allclose(x, torch.full_like(x, 128 / 255))
+
+
+def test_float_image_without_a_full_scale_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "depth.tif"
+    Image.fromarray(np.linspace(0, 1000, 32 * 32, dtype=np.float32).reshape(32, 32)).save(path)
+    with pytest.raises(GradleakError, match=r"depth.tif.*floating-point.*0\.\.1000.*8- or 16-bit PNG"):
+        load_image_files([path], get_spec("cifar10"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import urllib.error
 from pathlib import Path
@@ -172,3 +173,47 @@ def test_cifar_tarball_downloaded_verified_extracted(tmp_path: Path, cifar100_da
                      "https://cave.cs.toronto.edu/kriz/cifar-100-python.tar.gz"]
     assert y.tolist() == [int(f.truth["train"].labels[4])]
     assert (root / "cifar-100-python" / "train").is_file()
+
+
+def _verified_file(tmp_path: Path, body: bytes) -> tuple[Path, Checksum]:
+    path = tmp_path / "f.bin"
+    path.write_bytes(body)
+    checksum = Checksum("sha256", hashlib.sha256(body).hexdigest())
+    dl.verify_file(path, [checksum])
+    assert (tmp_path / ".f.bin.verified").is_file()
+    return path, checksum
+
+
+def test_marker_does_not_excuse_a_same_size_file_with_its_old_mtime(tmp_path: Path) -> None:
+    body = bytes(range(256)) * 20000  # 5 MB: three sampled slices and unsampled stretches
+    path, checksum = _verified_file(tmp_path, body)
+    stat = path.stat()
+    marker = (tmp_path / ".f.bin.verified").read_bytes()
+    bad = bytearray(body)
+    bad[len(body) // 4] ^= 0xFF  # outside the sampled slices
+    path.write_bytes(bytes(bad))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p / tar / rsync -t leave it
+    (tmp_path / ".f.bin.verified").write_bytes(marker)  # the old marker, planted back
+    with pytest.raises(GradleakError, match=rf"checksum mismatch for {path}"):
+        dl.verify_file(path, [checksum])
+
+
+def test_a_marker_copied_from_another_folder_is_not_trusted(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    _, checksum = _verified_file(good, BODY)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy2(good / ".f.bin.verified", other / ".f.bin.verified")
+    (other / "f.bin").write_bytes(b"X" * len(BODY))  # same size, wrong bytes
+    os.utime(other / "f.bin", ns=((good / "f.bin").stat().st_atime_ns, (good / "f.bin").stat().st_mtime_ns))
+    with pytest.raises(GradleakError, match="checksum mismatch"):
+        dl.verify_file(other / "f.bin", [checksum])
+
+
+def test_a_valid_marker_still_skips_the_full_hash(tmp_path: Path, monkeypatch) -> None:
+    path, checksum = _verified_file(tmp_path, BODY)
+    calls: list[Path] = []
+    monkeypatch.setattr(dl, "file_digests", lambda p, algos: calls.append(p) or {})
+    dl.verify_file(path, [checksum])
+    assert calls == []

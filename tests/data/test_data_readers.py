@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,29 @@ def test_lfw_corrupt_tarball_is_a_clear_error(lfw_dataset: Path, trust) -> None:
     assert [p.name for p in (lfw_dataset / "lfw-py").iterdir() if not p.name.startswith(".lfw-")] == [
         "lfw-funneled.tgz"]
     assert not [p for p in (lfw_dataset / "lfw-py").iterdir() if "extract" in p.name]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_header_with_huge_dimensions(mnist_dataset, trust, gz: bool) -> None:
+    # A header claiming 4294967295 x 4294967295 x 4294967295 images: the size used to overflow
+    # int64 and print as negative.
+    root, _ = mnist_dataset
+    raw = root / "MNIST" / "raw"
+    data = gzip.decompress((raw / "train-images-idx3-ubyte.gz").read_bytes())
+    for p in raw.glob("train-images*"):
+        p.unlink()
+    huge = struct.pack(">IIII", 2051, 2**32 - 1, 2**32 - 1, 2**32 - 1) + data[16:]
+    target = raw / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
+    target.write_bytes(gzip.compress(huge) if gz else huge)
+    if gz:  # the labels claim as many: the count agrees, reading must catch the header
+        labels = raw / "train-labels-idx1-ubyte.gz"
+        labels.write_bytes(gzip.compress(struct.pack(">II", 2049, 2**32 - 1) + gzip.decompress(labels.read_bytes())[8:]))
+        trust("mnist", target)  # checksums match: the reader itself must catch the header
+        trust("mnist", labels)
+    with pytest.raises(GradleakError) as info:
+        load_samples("mnist", [0], root=root, download=False)
+    message = str(info.value)
+    assert message.startswith(str(target))
+    claimed = f"{16 + (2**32 - 1) ** 3:,}"
+    assert f"the header says {claimed} (4294967295 x 4294967295 x 4294967295 items)" in message
+    assert "corrupt or truncated" in message and "delete" in message and "says -" not in message

@@ -39,3 +39,38 @@ def one_thread():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: multi-process Dask tests (seconds to a minute)")
+
+
+def write_store(path, runs: int = 200, done: int = 50):
+    """A real sweep store (WAL checkpointed into the main file) with ``runs`` rows, ``done`` finished."""
+    import sqlite3
+
+    from gradleak.sweep.store import Store
+
+    store = Store(path)
+    store.add_runs([(f"r{i}", "attack", f"mnist/lenetmnist/idlg/fedsgd/none/b1/i{i}/s1234",
+                     {"dataset": "mnist", "pad": "x" * 300, "i": i}, {"index": i}) for i in range(runs)], sweep="tiny")
+    session = store.open_session("tiny")
+    for i in range(done):
+        claim = store.claim(f"r{i}", session, "w")
+        store.finish(f"r{i}", session, claim.attempt, metrics={"psnr": 30.0 + i, "per_image": [], "pad": "y" * 200})
+    store.end_session(session)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return store
+
+
+def damage_page(path, name: str) -> int:
+    """Overwrite the root b-tree page of table/index ``name`` (past its header) with garbage, as a
+    bad sector or a torn write would; returns the page number."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+    size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * size + 12)
+        f.write(bytes([0xA5]) * (size - 12))
+    return root

@@ -81,3 +81,71 @@ def test_importing_gradleak_does_not_import_dask():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _damaged_sweep(tmp_path, name: str):
+    from .conftest import damage_page, write_store
+
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    write_store(sweep / "store.sqlite")
+    damage_page(sweep / "store.sqlite", name)
+    return sweep
+
+
+@pytest.mark.parametrize("page", ["runs", "runs_status", "events"])
+def test_report_on_a_damaged_store_fails_with_one_line(tmp_path, capsys, page):
+    sweep = _damaged_sweep(tmp_path, page)
+    assert main(["report", str(sweep)]) == 2  # was 0 (or a traceback) on a damaged store
+    err = _err(capsys)
+    assert f"sweep store {sweep / 'store.sqlite'} is damaged" in err and "move it aside" in err
+    assert not (sweep / "report" / "report.html").exists()
+
+
+def test_sweep_on_a_damaged_store_fails_with_one_line(tmp_path, capsys):
+    sweep = _damaged_sweep(tmp_path, "runs")
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1]\n[run]\nsplit = "test"\n')
+    for extra in ([], ["--dry-run"]):
+        assert main(["sweep", str(config), "--out", str(sweep), *extra]) == 2
+        err = _err(capsys)
+        assert "is damaged" in err and str(sweep / "store.sqlite") in err
+
+
+def test_dry_run_with_an_empty_store_file(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1]\n')
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    (sweep / "store.sqlite").write_bytes(b"")
+    assert main(["sweep", str(config), "--dry-run", "--out", str(sweep)]) == 0  # was: no such table: runs
+    captured = capsys.readouterr()
+    assert "is empty (0 bytes)" in captured.out and captured.out.count(" new ") == 2
+    assert "Traceback" not in captured.err
+    assert main(["report", str(sweep)]) == 2
+    assert "is empty (0 bytes)" in _err(capsys)
+
+
+def test_sweep_max_runs_flag(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ndatasets = ["mnist"]\nindices = [0, 1, 2]\ndefenses = ["none", "fp16"]\n')
+    out = str(tmp_path / "s")
+    assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "5"]) == 2
+    err = _err(capsys)
+    assert "the grid has 6 runs (3 indices x 2 defenses" not in err and "the grid has 6 runs (2 defenses x 3 indices)" in err
+    assert "pass --max-runs 6 to expand it anyway" in err
+    assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "6"]) == 0
+    assert "6 runs (6 attack, 0 utility)" in capsys.readouterr().out
+    assert main(["sweep", str(config), "--dry-run", "--out", out, "--max-runs", "0"]) == 2
+    assert "--max-runs must be at least 1" in _err(capsys)
+
+
+def test_sweep_name_cannot_leave_the_sweeps_folder(tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"  # sweeps/../../escaped from here is tmp_path/escaped
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = tmp_path / "c.toml"
+    config.write_text('[sweep]\nname = "../../escaped"\n[grid]\ndatasets = ["mnist"]\n[run]\nsplit = "test"\n')
+    assert main(["sweep", str(config), "--no-report", "--quiet"]) == 2
+    assert "is not a plain folder name" in _err(capsys)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()

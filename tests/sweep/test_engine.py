@@ -244,3 +244,57 @@ def test_cuda_runs_without_a_gpu_are_refused_before_starting(tmp_path):
     plan = _plan(tiny_toml().replace('download = false', 'download = false\ndevice = "cuda"'))
     with pytest.raises(GradleakError, match="ask for device cuda but this machine has no CUDA GPU"):
         run_sweep(plan, tmp_path, progress=False)
+
+
+def test_a_full_disk_stops_the_sweep_in_one_line_and_it_resumes(tmp_path, monkeypatch, capfd):
+    # A disk that fills during a sweep, simulated deterministically: after the second result is
+    # recorded, every connection gets SQLite's max_page_count = its current size, so any write
+    # that needs a new page fails with SQLITE_FULL ("database or disk is full"), as on a full disk.
+    from gradleak.cli.main import main
+    from gradleak.sweep import engine
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_toml(iterations=2))
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    # The store with 512-byte pages: each recorded result (a few kB of metrics) needs new pages.
+    con = sqlite3.connect(sweep / "store.sqlite")
+    con.execute("PRAGMA page_size = 512")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.close()
+    state = {"recorded": 0, "full": False}
+    connect, finish = Store._connect, Store.finish
+
+    def full_connect(self):
+        con = connect(self)
+        if state["full"]:
+            con.execute(f"PRAGMA max_page_count = {con.execute('PRAGMA page_count').fetchone()[0]}")
+        return con
+
+    def counting_finish(self, *args, **kwargs):
+        recorded = finish(self, *args, **kwargs)
+        state["recorded"] += 1
+        state["full"] = state["full"] or state["recorded"] == 2
+        return recorded
+
+    def in_process_client(**_):  # one worker thread in this process, so the patches apply to it
+        return distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"), None
+
+    monkeypatch.setattr(Store, "_connect", full_connect)
+    monkeypatch.setattr(Store, "finish", counting_finish)
+    monkeypatch.setattr(engine, "start_client", in_process_client)
+    argv = ["sweep", str(config), "--out", str(sweep), "--quiet", "--no-report"]
+    assert main(argv) == 2  # rc != 0
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err  # no Dask task-error blocks, no traceback
+    assert lines[0].startswith("gradleak sweep: error: sweep tiny stopped after 2 of 4 run(s)")
+    assert f"sweep store {sweep / 'store.sqlite'}: the disk is full" in lines[0] and "re-run the same command" in lines[0]
+    store = Store(sweep / "store.sqlite", create=False)
+    assert store.integrity() == "ok" and store.counts()["done"] == 2
+
+    state["full"] = False  # space freed: the same command resumes
+    assert main(argv) == 0
+    out = capfd.readouterr().out
+    assert "4 runs, 2 already done, 2 submitted: 2 done, 0 failed, 0 lost" in out
+    assert store.counts()["done"] == 4 and store.duplicates() == {}

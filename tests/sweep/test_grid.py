@@ -185,3 +185,39 @@ def test_shipped_configs_cover_the_issue():
         assert want in defenses
     assert {r.axes["batch_size"] for r in load_plan(CONFIGS / "batch_size_small.toml").runs} == {1, 2, 4, 8}
     assert {r.axes["local_steps"] for r in load_plan(CONFIGS / "fedavg_steps_small.toml").runs} == {1, 2, 5}
+
+
+def test_a_huge_grid_is_refused_before_it_is_expanded():
+    import time
+
+    seeds = ", ".join(str(i) for i in range(1000))
+    indices = ", ".join(str(i) for i in range(100))
+    text = (f'[grid]\ndatasets = ["mnist", "cifar10"]\nattacks = ["idlg", "ig", "dlg", "auto"]\n'
+            f'defenses = ["none", "fp16", "int8", "gaussian:1e-3", "gaussian:1e-2"]\nbatch_sizes = [1, 2, 4, 8, 16]\n'
+            f'indices = [{indices}]\nseeds = [{seeds}]\n')  # 20,000,000 runs: expanding them never finished
+    start = time.perf_counter()
+    with pytest.raises(GradleakError, match=r"big.toml: the grid has 20,000,000 runs \(2 datasets x 4 attacks x 5 defenses "
+                       r"x 5 batch sizes x 100 indices x 1000 seeds\), more than the limit of 100,000: "
+                       r"shrink the grid, or pass --max-runs 20000000"):
+        parse_plan(text, where="big.toml")
+    assert time.perf_counter() - start < 5  # counted, not expanded (measured well under 1 s)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_the_count_before_expansion_is_exact(path):
+    planned = len(load_plan(path, max_runs=None).runs)  # fedavg local steps and utility runs included
+    assert len(load_plan(path, max_runs=planned).runs) == planned
+    with pytest.raises(GradleakError, match=rf"the grid has {planned:,} runs .* --max-runs {planned}"):
+        load_plan(path, max_runs=planned - 1)
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/x", "/tmp/x", "a/b", "..", ".", "a\\\\b", "x\\ny", "C:evil"])
+def test_sweep_names_that_are_paths_are_refused(name):
+    text = f'[sweep]\nname = "{name}"\n[grid]\ndatasets = ["mnist"]\n'
+    with pytest.raises(GradleakError, match=r"c.toml: sweep.name .* is not a plain folder name \(the sweep goes to sweeps/<name>\)"):
+        parse_plan(text, where="c.toml")
+
+
+def test_plain_sweep_names_are_kept():
+    for name in ("dlg_defenses_small", "batch size 8", "v1.2"):
+        assert parse_plan(f'[sweep]\nname = "{name}"\n[grid]\ndatasets = ["mnist"]\n').name == name

@@ -164,3 +164,45 @@ def test_two_processes_never_claim_the_same_run(tmp_path):
     assert store.integrity() == "ok"
     done_events = [e for e in store.events() if e["event"] == "done"]
     assert len(done_events) == n
+
+
+def test_damaged_pages_are_one_line_naming_the_file(tmp_path):
+    from .conftest import damage_page, write_store
+
+    path = tmp_path / "store.sqlite"
+    write_store(path)
+    damage_page(path, "runs")
+    store = Store(path, create=False)
+    for read in (store.rows, store.statuses):
+        with pytest.raises(GradleakError, match=rf"sweep store {path} is damaged \(database disk image is malformed\): move it aside"):
+            read()
+    with pytest.raises(GradleakError, match=r"is damaged .*sqlite3 .* \.recover"):
+        store.check()
+
+
+def test_a_damaged_index_is_found_although_rows_read(tmp_path):
+    from .conftest import damage_page, write_store
+
+    path = tmp_path / "store.sqlite"
+    write_store(path)
+    damage_page(path, "runs_status")
+    store = Store(path, create=False)
+    assert len(store.rows()) == 200  # the table itself reads: only a full check sees the damage
+    with pytest.raises(GradleakError, match=rf"sweep store {path} is damaged"):
+        store.check()
+
+
+def test_empty_or_foreign_sqlite_file_is_not_a_store(tmp_path):
+    import sqlite3
+
+    empty = tmp_path / "store.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(GradleakError, match=r"is empty \(0 bytes\)"):
+        Store(empty, create=False)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE photos (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(GradleakError, match="not a gradleak sweep store \\(no runs table\\)"):
+        Store(other, create=False)

@@ -96,10 +96,25 @@ def restore_batch_labels(update: SharedUpdate) -> torch.Tensor:
     signal = as_gradient_signal(update) * batch  # per-class Σ_i (p_ic − 1[y_i = c])
     if batch == 1:
         return torch.tensor([int(torch.argmin(signal))])
+    return torch.tensor(allocate_labels(signal, batch, hidden_present_classes(update, signal / batch)))
+
+
+def allocate_labels(signal: torch.Tensor, batch: int, hidden: list[int] | None = None) -> list[int]:
+    """The bias-corrected count estimate behind :func:`restore_batch_labels`, from the signal alone.
+
+    ``signal`` is the per-class bias-gradient signal (any positive scale; only its sign and
+    relative sizes matter), ``hidden`` the present classes it misses. Returns ``batch`` sorted labels.
+
+    Example:
+        >>> import torch
+        >>> allocate_labels(torch.tensor([-2.1, 0.4, -0.9, 0.3]), 4)
+        [0, 0, 0, 2]
+    """
+    signal = signal.detach().double().cpu()
     present = [int(c) for c in torch.nonzero(signal < 0).flatten()]
     present.sort(key=lambda c: float(signal[c]))
     if len(present) < batch:
-        present += hidden_present_classes(update, signal / batch)
+        present += [c for c in (hidden or []) if c not in present]
     labels = present[:batch]
     if not labels:
         labels = [int(torch.argmin(signal))]
@@ -112,4 +127,4 @@ def restore_batch_labels(update: SharedUpdate) -> torch.Tensor:
         c = int(torch.argmin(remaining))
         labels.append(c)
         remaining[c] += impact
-    return torch.tensor(sorted(labels))
+    return sorted(labels)

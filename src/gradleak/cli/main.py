@@ -150,6 +150,25 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
     return config, note
 
 
+def duplicate_note(items: Sequence[object], flag: str) -> str | None:
+    """A note when a batch names the same sample more than once (kept: a batch may repeat one).
+
+    Example:
+        >>> duplicate_note([3, 5, 3, 3, 7, 5], "--indices")
+        'note: --indices repeats 3 (3 times), 5 (2 times): the batch of 6 holds those images more than once; drop the repeats for distinct images'
+        >>> duplicate_note([1, 2], "--indices") is None
+        True
+    """
+    counts: dict[object, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    repeats = [f"{item} ({n} times)" for item, n in counts.items() if n > 1]
+    if not repeats:
+        return None
+    return (f"note: {flag} repeats {', '.join(repeats)}: the batch of {len(items)} holds those images more than once; "
+            "drop the repeats for distinct images")
+
+
 def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
     from gradleak.experiment import prepare, execute
 
@@ -161,6 +180,9 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
         print(note)
     if config.images and not config.labels and not config.quiet:  # type: ignore[attr-defined]
         print("note: no --label given: each --image is labelled 0 (pass --label N … to choose)")
+    repeated = duplicate_note(config.images or config.indices, "--image" if config.images else "--indices")  # type: ignore[attr-defined]
+    if repeated and not config.quiet:  # type: ignore[attr-defined]
+        print(repeated)
     prepared = prepare(config)  # type: ignore[arg-type]
     if not config.quiet:  # type: ignore[attr-defined]
         update = prepared.update

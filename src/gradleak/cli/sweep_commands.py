@@ -30,15 +30,19 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) and exit")
     parser.add_argument("--no-report", action="store_true", help="do not write SWEEP_DIR/report/ at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--max-runs", type=int, default=None, metavar="N",
+                        help="refuse a grid of more than N runs, counted before it is expanded (default 100000)")
     args = parser.parse_args(list(argv))
+    if args.max_runs is not None and args.max_runs < 1:
+        raise GradleakError(f"--max-runs must be at least 1 (got {args.max_runs})")
     if args.workers is not None and args.workers < 1:
         raise GradleakError(f"--workers must be at least 1 (got {args.workers})")
     if args.workers is not None and args.scheduler:
         raise GradleakError("give either --workers (embedded cluster) or --scheduler (existing cluster), not both")
 
-    from gradleak.sweep.grid import load_plan
+    from gradleak.sweep.grid import DEFAULT_MAX_RUNS, load_plan
 
-    plan = load_plan(args.config)
+    plan = load_plan(args.config, max_runs=args.max_runs or DEFAULT_MAX_RUNS)
     sweep_dir = Path(args.out) if args.out else Path("sweeps") / plan.name
     for note in plan.skipped:
         print(f"note: skipped: {note}")
@@ -46,7 +50,14 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         from gradleak.sweep.engine import store_path
         from gradleak.sweep.store import Store
 
-        status = Store(store_path(sweep_dir), create=False).statuses() if store_path(sweep_dir).is_file() else {}
+        path = store_path(sweep_dir)
+        status: dict[str, str] = {}
+        if path.is_file() and path.stat().st_size == 0:
+            print(f"note: {path} is empty (0 bytes): no run recorded yet; gradleak sweep starts it afresh")
+        elif path.is_file():
+            store = Store(path, create=False)
+            store.check()
+            status = store.statuses()
         for run in plan.runs:
             print(f"{run.run_id}  {status.get(run.run_id, 'new'):<8} {run.label}")
         print(f"{len(plan.runs)} runs ({len(plan.attack_runs)} attack, {len(plan.utility_runs)} utility); "

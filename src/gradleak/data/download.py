@@ -59,35 +59,60 @@ def _marker(path: Path) -> Path:
     return path.with_name(f".{path.name}.verified")
 
 
+_SAMPLE = 1 << 20  # bytes hashed at each of the start, middle and end for the marker's check
+
+
 def _stat_key(path: Path) -> dict[str, int]:
+    # ctime and inode cannot be set by copying or by os.utime: a file replaced by one of the same
+    # size with its old mtime restored (cp -p, tar, rsync -t), or a marker copied from elsewhere,
+    # no longer matches.
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def _sample_digest(path: Path) -> str:
+    """sha256 of the size and three 1 MiB slices (start, middle, end): a cheap re-check, ~3 MiB read."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for offset in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+            f.seek(offset)
+            h.update(f.read(_SAMPLE))
+    return h.hexdigest()
 
 
 def _marker_ok(path: Path, accepted: Sequence[Checksum]) -> bool:
+    """Whether the marker vouches for ``path`` as it is now (a cache of the full check, not a signature).
+
+    It must match the file's size, mtime, ctime and inode and a fresh digest of three slices of
+    it; a planted or stale marker (another file's, an old copy's) fails and the file is hashed in full.
+    """
     try:
         data = json.loads(_marker(path).read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(data, dict) or {k: data.get(k) for k in ("size", "mtime_ns")} != _stat_key(
-        path
-    ):
+    if not isinstance(data, dict) or {k: data.get(k) for k in ("size", "mtime_ns", "ctime_ns", "inode")} != _stat_key(path):
         return False
-    return any(data.get("algo") == c.algo and data.get("digest") == c.digest for c in accepted)
+    if not any(data.get("algo") == c.algo and data.get("digest") == c.digest for c in accepted):
+        return False
+    try:
+        return data.get("sample") == _sample_digest(path)
+    except OSError:
+        return False
 
 
 def _write_marker(path: Path, checksum: Checksum) -> None:
     # Best effort: a read-only data folder just means hashing again next run.
     try:
-        _marker(path).write_text(
-            json.dumps({**_stat_key(path), "algo": checksum.algo, "digest": checksum.digest})
-        )
+        _marker(path).write_text(json.dumps({
+            **_stat_key(path), "algo": checksum.algo, "digest": checksum.digest, "sample": _sample_digest(path),
+        }))
     except OSError:
         pass
 
 
 def verify_file(path: Path, accepted: Sequence[Checksum]) -> None:
-    """Check ``path`` against any of ``accepted``, once per (size, mtime): a marker file records it.
+    """Check ``path`` against any of ``accepted``, in full once: a marker file records it (see :func:`_marker_ok`).
 
     A mismatch is a GradleakError naming the file, expected vs got, and telling to delete it.
     """

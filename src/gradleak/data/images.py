@@ -29,6 +29,35 @@ def pil_to_uint8(img: Image, channels: int) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+def _to_8bit(img: Image, path: Path) -> Image:
+    """A high-bit-depth grayscale image scaled to 8 bits by its own depth (``convert("L")`` would clip).
+
+    Pillow opens 16-bit grayscale PNG/TIFF as ``I;16*`` (or ``I``) and float TIFF as ``F``;
+    ``convert("L")`` clips those values at 255, so a mid-grey 16-bit image came out white.
+    16-bit RGB(A) PNGs are already reduced to 8 bits per channel correctly by Pillow.
+    """
+    from PIL import Image as PILImage
+
+    mode = img.mode
+    if not (mode.startswith("I;16") or mode in ("I", "F")):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        full = 65535.0
+    elif mode == "I" and low >= 0 and high <= 65535:
+        full = 65535.0  # 16-bit data held in a 32-bit integer image
+    elif mode == "F" and low >= 0 and high <= 1:
+        full = 1.0
+    else:
+        raise GradleakError(
+            f"--image {path}: a {'32-bit integer' if mode == 'I' else 'floating-point'} image with values "
+            f"{low:g}..{high:g} has no known full scale: save it as an 8- or 16-bit PNG"
+        )
+    scaled = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
+    return PILImage.fromarray(scaled)  # 2-D uint8: mode "L"
+
+
 def resize_center_crop(img: Image, size: int) -> Image:
     """Resize so the shorter side is ``size`` then centre-crop to a square (torchvision's
     ``Resize(size)`` + ``CenterCrop(size)``, which is how these datasets' images look)."""
@@ -68,7 +97,7 @@ def load_image_files(paths: Sequence[str | Path], spec: DatasetSpec) -> torch.Te
             with Image.open(path) as opened:
                 opened.load()
                 # Phone photos store their rotation in EXIF; apply it so faces are upright.
-                picture = ImageOps.exif_transpose(opened)
+                picture = _to_8bit(ImageOps.exif_transpose(opened), path)
                 if picture.mode in ("RGBA", "LA") or (
                     picture.mode == "P" and "transparency" in picture.info
                 ):

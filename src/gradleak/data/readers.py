@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import math
 import pickle
 import struct
 import zlib
@@ -58,14 +59,24 @@ def _idx_header(head: bytes, path: Path, magic: int) -> tuple[int, ...]:
     return struct.unpack(f">{ndim}I", head[4 : 4 + 4 * ndim])
 
 
+def _check_idx_size(path: Path, dims: tuple[int, ...], size: int) -> None:
+    """The IDX data must be exactly as long as its header says."""
+    expected = 4 + 4 * len(dims) + math.prod(dims)  # Python ints: 3 dims of up to 2^32 - 1 overflow int64
+    if size != expected:
+        raise corrupt_file(path, f"{size:,} bytes, the header says {expected:,} ({' x '.join(map(str, dims))} items)")
+
+
 def idx_count(path: Path, magic: int) -> int:
-    """Number of items in an IDX file, from its header only."""
+    """Number of items in an IDX file, from its header (checked against the size of a plain file)."""
     try:
         with _open_idx(path) as f:
             head = f.read(4 + 4 * (magic & 0xFF))
+        dims = _idx_header(head, path, magic)
+        if path.suffix != ".gz":
+            _check_idx_size(path, dims, path.stat().st_size)
     except (OSError, EOFError, zlib.error) as exc:
         raise corrupt_file(path, f"{type(exc).__name__}: {exc}") from exc
-    return _idx_header(head, path, magic)[0]
+    return dims[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,9 +89,7 @@ def _read_idx_cached(key: tuple[str, int, int], magic: int) -> np.ndarray:
         raise corrupt_file(path, f"{type(exc).__name__}: {exc}") from exc
     dims = _idx_header(data, path, magic)
     offset = 4 + 4 * len(dims)
-    expected = offset + int(np.prod(dims, dtype=np.int64))
-    if len(data) != expected:
-        raise corrupt_file(path, f"{len(data)} bytes, the header says {expected}")
+    _check_idx_size(path, dims, len(data))
     array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
     array.flags.writeable = False  # shared through the cache
     return array

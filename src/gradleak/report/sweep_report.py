@@ -466,7 +466,8 @@ def _load_threshold(sweep_dir: Path) -> tuple[float, str, str]:
     source = sweep_dir / "sweep.toml"
     if source.is_file():
         try:
-            plan = parse_plan(source.read_text(encoding="utf-8"), default_name=sweep_dir.name, where=str(source))
+            plan = parse_plan(source.read_text(encoding="utf-8"), default_name=sweep_dir.name, where=str(source),
+                              max_runs=None)  # it ran already (perhaps with --max-runs)
             return plan.success_psnr, plan.name, plan.description
         except GradleakError:
             pass
@@ -487,6 +488,7 @@ def write_sweep_report(sweep_dir: str | Path, *, out_dir: str | Path | None = No
     if success_psnr is not None:
         threshold = success_psnr
     store = Store(path, create=False)
+    store.check()  # a damaged store is refused, not reported as if whole
     rows = store.rows()
     attack = attack_records([r for r in rows if r["kind"] == "attack"], threshold)
     utility = utility_records([r for r in rows if r["kind"] == "utility"])

@@ -35,7 +35,7 @@ from typing import Any
 
 from gradleak.errors import GradleakError
 from gradleak.sweep.grid import PlannedRun, SweepPlan
-from gradleak.sweep.store import Store
+from gradleak.sweep.store import Store, StoreError
 
 STORE_NAME = "store.sqlite"
 CONFIG_NAME = "sweep.toml"
@@ -107,7 +107,10 @@ def execute_planned(store: Store, sweep_dir: str, run: dict[str, Any], session: 
     torch.set_num_threads(1)
     worker = _worker_name()
     run_id, kind = run["run_id"], run["kind"]
-    claim = store.claim(run_id, session, worker)
+    try:
+        claim = store.claim(run_id, session, worker)
+    except StoreError as error:  # the store cannot be written (full disk, damaged): the sweep stops
+        return {"run_id": run_id, "status": "store_error", "worker": worker, "error": str(error)}
     if not claim.ok:  # finished meanwhile (another sweep) or held by another live sweep
         return {"run_id": run_id, "status": "already_done" if claim.reason == "done" else claim.reason, "worker": worker}
     sweep_path = Path(sweep_dir)
@@ -130,7 +133,15 @@ def execute_planned(store: Store, sweep_dir: str, run: dict[str, Any], session: 
                 "started": started, "finished": time.time(), "psnr": metrics.get("psnr")}
     except Exception as error:  # noqa: BLE001 - a bad run is recorded as failed, the sweep goes on
         message = str(error) if isinstance(error, GradleakError) else _describe(error)
-        store.fail(run_id, session, claim.attempt, message, worker=worker, seconds=time.time() - started)
+        try:
+            if isinstance(error, StoreError):
+                raise error
+            store.fail(run_id, session, claim.attempt, message, worker=worker, seconds=time.time() - started)
+        except StoreError as store_error:
+            # Nothing can be recorded: returned (not raised), so Dask neither retries nor logs a
+            # task error; the row stays ``running`` under this session and the next sweep takes it over.
+            return {"run_id": run_id, "status": "store_error", "worker": worker, "error": str(store_error),
+                    "started": started, "finished": time.time()}
         return {"run_id": run_id, "status": "failed", "worker": worker, "error": message,
                 "started": started, "finished": time.time()}
 
@@ -231,6 +242,7 @@ def prepare_sweep_dir(plan: SweepPlan, sweep_dir: str | Path) -> Store:
     except OSError as error:
         raise GradleakError(f"cannot create sweep folder {sweep_dir}: {error}") from None
     store = Store(store_path(sweep_dir))
+    store.check()  # never add to (or trust the statuses of) a store with damaged pages
     if plan.source:
         write_text(sweep_dir / CONFIG_NAME, plan.source)
     store.add_runs(plan.runs, sweep=plan.name)
@@ -312,6 +324,7 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], store: Store, sweep_dir: P
 
         bar = tqdm(total=len(todo), desc=f"sweep {plan.name}", unit="run", dynamic_ncols=True, file=sys.stderr)
     first_start, last_finish = float("inf"), 0.0
+    store_failure: str | None = None
     with store.session(plan.name) as session:
         futures = {}
         for run in todo:
@@ -328,9 +341,15 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], store: Store, sweep_dir: P
                     result = future.result()
                 except Exception as error:  # noqa: BLE001 - KilledWorker after too many deaths, or a store error
                     message = f"{type(error).__name__}: {error}"
-                    store.fail(run.run_id, session, None, f"task lost: {message}")
                     result = {"run_id": run.run_id, "status": "lost", "error": message}
+                    try:
+                        store.fail(run.run_id, session, None, f"task lost: {message}")
+                    except StoreError as store_error:
+                        result = {"run_id": run.run_id, "status": "store_error", "error": str(store_error)}
                 state = result.get("status")
+                if state == "store_error":  # every further run would fail alike: stop here
+                    store_failure = str(result.get("error"))
+                    break
                 if state == "done":
                     summary.done += 1
                 elif state == "failed":
@@ -360,3 +379,5 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], store: Store, sweep_dir: P
                 future.cancel()
     if last_finish > first_start:
         summary.run_seconds = last_finish - first_start
+    if store_failure is not None:
+        raise StoreError(f"sweep {plan.name} stopped after {summary.done} of {len(todo)} run(s): {store_failure}")

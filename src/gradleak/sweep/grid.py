@@ -59,6 +59,11 @@ A sweep config is a TOML file with up to four tables; every key is optional exce
     test_size  = 0                 # 0 = the whole test split
     device     = "cpu"
 
+A grid is counted (the product of its axis lengths) before it is expanded: above
+``DEFAULT_MAX_RUNS`` (100,000) runs it is refused with the count, since expanding it alone takes
+minutes and gigabytes (1,000,000 runs: 62 s, 1.8 GB); ``gradleak sweep --max-runs N`` raises the
+limit.
+
 Each run's id is a hash of its canonical config (defense specs normalised, so ``1e-3`` and
 ``0.001`` are one run; output paths, ``device``, ``data_root`` and ``download`` are not part of
 it), so re-running a sweep, or another sweep with an overlapping grid, finds finished runs.
@@ -97,6 +102,7 @@ _CORE_RUN_FIELDS = {
 }
 SWEEP_RUN_DEFAULTS: dict[str, Any] = {"device": "cpu", "download": False, "save_final": True}
 DEFAULT_SUCCESS_PSNR = 30.0
+DEFAULT_MAX_RUNS = 100_000  # runs a grid may expand to unless raised (gradleak sweep --max-runs)
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def _toml() -> Any:
         raise GradleakError("reading sweep configs on Python 3.10 needs tomli: pip install tomli") from None
 
 
-def load_plan(path: str | Path) -> SweepPlan:
+def load_plan(path: str | Path, *, max_runs: int | None = DEFAULT_MAX_RUNS) -> SweepPlan:
     """Read and expand a sweep config file; every problem is one GradleakError line."""
     path = Path(path)
     if not path.exists():
@@ -157,19 +163,20 @@ def load_plan(path: str | Path) -> SweepPlan:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise GradleakError(f"cannot read sweep config {path}: {error}") from None
-    plan = parse_plan(text, default_name=path.stem, where=str(path))
+    plan = parse_plan(text, default_name=path.stem, where=str(path), max_runs=max_runs)
     plan.path = str(path)
     return plan
 
 
-def parse_plan(text: str, *, default_name: str = "sweep", where: str = "config") -> SweepPlan:
+def parse_plan(text: str, *, default_name: str = "sweep", where: str = "config",
+               max_runs: int | None = DEFAULT_MAX_RUNS) -> SweepPlan:
     toml = _toml()
     try:
         data = toml.loads(text)
     except toml.TOMLDecodeError as error:
         raise GradleakError(f"{where} is not valid TOML: {error}") from None
     try:
-        plan = expand(data, default_name=default_name, where=where)
+        plan = expand(data, default_name=default_name, where=where, max_runs=max_runs)
     except GradleakError as error:
         message = str(error)
         raise GradleakError(message if message.startswith(f"{where}:") else f"{where}: {message}") from None
@@ -178,6 +185,25 @@ def parse_plan(text: str, *, default_name: str = "sweep", where: str = "config")
 
 
 # --------------------------------------------------------------------------- value checking
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one folder name: no separator, not ``.``/``..``, no control characters.
+
+    The sweep name becomes ``sweeps/<name>``; ``"../../../tmp/x"`` or ``"/etc"`` would write elsewhere.
+
+    Example:
+        >>> [is_plain_name(n) for n in ("dlg_defenses_small", "run 2", "../x", "a/b", "..", "/etc")]
+        [True, True, False, False, False, False]
+    """
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\:")
+        and all(c.isprintable() for c in name)
+        and Path(name).name == name
+        and not Path(name).is_absolute()
+    )
 
 
 def _unknown(keys: Sequence[str], valid: Sequence[str], what: str, where: str) -> None:
@@ -306,8 +332,13 @@ def valid_run_keys() -> list[str]:
     return [f.name for f in fields(RunConfig) if f.name not in _RUN_FORBIDDEN]
 
 
-def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str = "config") -> SweepPlan:
-    """Validate a parsed config and expand it into runs (attack runs first, then utility)."""
+def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str = "config",
+           max_runs: int | None = DEFAULT_MAX_RUNS) -> SweepPlan:
+    """Validate a parsed config and expand it into runs (attack runs first, then utility).
+
+    The grid is counted first; more than ``max_runs`` runs (None: no limit) is a GradleakError
+    that gives the count and how to raise the limit, before anything is expanded.
+    """
     from gradleak.attacks import ATTACKS
     from gradleak.data import get_spec
     from gradleak.experiment import RunConfig
@@ -330,6 +361,11 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     name = sweep.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise GradleakError(f"{where}: sweep.name must be a non-empty string")
+    if not is_plain_name(name.strip()):
+        raise GradleakError(
+            f"{where}: sweep.name {name.strip()!r} is not a plain folder name (the sweep goes to sweeps/<name>): "
+            "use letters, digits, '-', '_', '.' or spaces, without '/', '\\' or '..'"
+        )
     description = sweep.get("description", "")
     if not isinstance(description, str):
         raise GradleakError(f"{where}: sweep.description must be a string")
@@ -370,9 +406,10 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     runs: list[PlannedRun] = []
     seen: set[str] = set()
     skipped: list[str] = []
+    fitting_models: dict[str, list[str]] = {}
     for dataset in datasets:
         spec = get_spec(dataset)
-        fitting = []
+        fitting = fitting_models.setdefault(dataset, [])
         for model in models:
             resolved = default_model(spec.channels, spec.image_size) if model == "default" else model
             model_spec = MODELS.get(resolved)
@@ -381,6 +418,28 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 continue
             if resolved not in fitting:
                 fitting.append(resolved)
+    # Count before expanding: a product of axis lengths is instant, the expansion is not.
+    per_model = len(attacks) * len(defenses) * len(batch_sizes) * len(indices) * len(seeds) * sum(
+        len(local_steps) if s == "fedavg" else 1 for s in scenarios
+    )
+    count = per_model * sum(len(f) for f in fitting_models.values())
+    utility = data.get("utility")
+    if isinstance(utility, Mapping):
+        trained = _defense_entries(utility["defenses"], "utility.defenses", where) if "defenses" in utility else defenses
+        seeds_trained = _ints(utility.get("seeds", [0]), "utility.seeds", where, low=0)
+        count += len(seeds_trained) * (len(trained) + ([] not in trained))  # + the undefended baseline
+    if max_runs is not None and count > max_runs:
+        axes = " x ".join(f"{n} {k}" for k, n in (
+            ("datasets", len(datasets)), ("models", len(models)), ("attacks", len(attacks)),
+            ("scenarios", len(scenarios)), ("defenses", len(defenses)), ("batch sizes", len(batch_sizes)),
+            ("indices", len(indices)), ("seeds", len(seeds)), ("local steps", len(local_steps)),
+        ) if n > 1) or "1"
+        raise GradleakError(
+            f"{where}: the grid has {count:,} runs ({axes}), more than the limit of {max_runs:,}: "
+            f"shrink the grid, or pass --max-runs {count} to expand it anyway"
+        )
+    for dataset in datasets:
+        fitting = fitting_models[dataset]
         for model, attack, scenario, specs, batch, start, seed, steps in itertools.product(
             fitting, attacks, scenarios, defenses, batch_sizes, indices, seeds, local_steps
         ):

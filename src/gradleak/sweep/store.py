@@ -107,6 +107,42 @@ class Claim:
     attempt: int = 0
 
 
+class StoreError(GradleakError):
+    """The store itself cannot be read or written (a damaged file, a full disk): the sweep stops.
+
+    Unlike a failed run this is not recorded in the store (it cannot be); the message names the
+    file and the fix. Runs recorded before it are kept, so the same command resumes.
+    """
+
+
+def store_error(path: Path, error: sqlite3.Error) -> StoreError | None:
+    """The one-line error for a damaged, unreadable or full store; None for other SQLite errors
+    (e.g. "database is locked", which callers retry)."""
+    code = str(getattr(error, "sqlite_errorname", "") or "")
+    text = " ".join(str(error).split())
+    if code.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return StoreError(
+            f"sweep store {path} is damaged ({text}): move it aside and re-run gradleak sweep (finished runs "
+            f"are run again), or salvage its rows first with: sqlite3 {path} .recover | sqlite3 {path}.recovered"
+        )
+    if code == "SQLITE_NOTADB" or "not a database" in text:
+        return StoreError(
+            f"{path} is not a gradleak sweep store (SQLite: {text}); if it was one it is damaged: "
+            "move it aside, or choose another sweep folder (--out)"
+        )
+    if code == "SQLITE_FULL" or "disk is full" in text:
+        return StoreError(
+            f"sweep store {path}: the disk is full ({text}): free space on {path.parent} and re-run the same "
+            "command; the runs recorded so far are kept and skipped"
+        )
+    if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return StoreError(
+            f"sweep store {path}: the disk failed to read or write it ({text}): check the disk (free space, "
+            "permissions, a network filesystem that went away) and re-run the same command"
+        )
+    return None
+
+
 def _dumps(value: Any) -> str:
     # inf PSNR (an exact reconstruction) is kept; json reads "Infinity" back.
     return json.dumps(value, sort_keys=False, default=str)
@@ -140,12 +176,42 @@ class Store:
         self.stale_after = stale_after
         if create:
             self._create()
-        elif not self.path.exists():
-            raise GradleakError(f"no sweep store at {self.path}: run gradleak sweep first")
+        else:
+            self._check_exists()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Unpickled (on a Dask worker) without re-running the schema transaction.
         return (_reopen, (str(self.path), self.stale_after))
+
+    def _check_exists(self) -> None:
+        """An existing, non-empty SQLite file with a ``runs`` table, or a one-line error."""
+        if not self.path.exists():
+            raise GradleakError(f"no sweep store at {self.path}: run gradleak sweep first")
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreError(
+                f"sweep store {self.path} is empty (0 bytes): no run was recorded in it; "
+                "run gradleak sweep to start it afresh (or remove the file)"
+            )
+        with self._connection() as con:
+            row = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path} is not a gradleak sweep store (no runs table): choose another sweep folder")
+
+    def check(self) -> None:
+        """Refuse a store with damaged pages (``PRAGMA quick_check``, a read of every page).
+
+        A damaged page may sit where a given query does not look (an index, the event log), so a
+        report or a sweep must not assume the store is whole because its rows could be read.
+        """
+        with self._connection() as con:
+            problems = [str(r[0]) for r in con.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            first = " ".join(problems[0].replace("*** in database main ***", "").split())
+            raise StoreError(
+                f"sweep store {self.path} is damaged ({first}): move it aside and re-run gradleak sweep (finished "
+                f"runs are run again), or salvage its rows first with: sqlite3 {self.path} .recover | "
+                f"sqlite3 {self.path}.recovered"
+            )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -160,7 +226,9 @@ class Store:
             con.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as error:
             con.close()
-            raise GradleakError(f"{self.path} is not a gradleak sweep store (SQLite): {error}") from None
+            raise store_error(self.path, error) or GradleakError(
+                f"{self.path} is not a gradleak sweep store (SQLite): {error}"
+            ) from None
         return con
 
     @contextmanager
@@ -168,6 +236,11 @@ class Store:
         con = self._connect()
         try:
             yield con
+        except sqlite3.DatabaseError as error:  # damaged or full: one line naming the file and the fix
+            translated = store_error(self.path, error)
+            if translated is None:
+                raise
+            raise translated from None
         finally:
             con.close()
 
@@ -179,7 +252,10 @@ class Store:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:  # SQLite already rolled back (e.g. after SQLITE_FULL)
+                    pass
                 raise
             con.execute("COMMIT")
 
@@ -360,7 +436,13 @@ class Store:
         finally:
             stop.set()
             thread.join(timeout=every + 5)
-            self.end_session(session)
+            try:
+                self.end_session(session)
+            except StoreError:
+                # The store cannot be written (e.g. the disk is full): the error that stopped the
+                # block says so. Runs still marked ``running`` here are taken over by the next
+                # sweep, since this process (the session) will be gone.
+                pass
 
     def _session_alive(self, con: sqlite3.Connection, session: str | None) -> bool:
         if session is None:
