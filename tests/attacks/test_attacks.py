@@ -87,9 +87,10 @@ def test_auto_falls_back_to_ig_with_a_reason(bundled, lenet):
     assert choice == "ig" and "Conv2d → Sigmoid" in reason
     noisy = FedSGD(defenses=parse_defenses(["gaussian:1e-2"])).share(model, images[:1], labels[:1])
     result = Auto(iterations=3, restarts=1).run(model, noisy)
-    # the analytic solve did not explain the noisy gradient: not accepted, refined instead
-    assert result.extras["auto_choice"] in (1.0, 2.0)
-    assert "relative gradient error" in result.stop_reason
+    # the analytic solve did not explain the noisy gradient: not accepted; the update looks
+    # defended, so MAP (3) or L-BFGS from the analytic start (2) won by posterior energy
+    assert result.extras["auto_choice"] in (2.0, 3.0)
+    assert "relative gradient error" in result.stop_reason and "looks defended" in result.stop_reason
 
 
 def test_divergence_guard_restarts_a_blown_up_restart(bundled, lenet):
@@ -145,15 +146,17 @@ def test_analytic_refuses_what_it_cannot_invert(lenet, bundled):
 
 
 def test_auto_refines_a_perturbed_single_image_update(bundled, lenet):
-    # fp16 sharing breaks the exact analytic solve; refining its result with L-BFGS recovers the
-    # image far better than Inverting Gradients alone (33.6 dB measured for IG here).
+    # fp16 sharing breaks the exact analytic solve (its error 1e-3 per value is amplified layer by
+    # layer); auto models the rounding and keeps the candidate of lower posterior energy
+    # (Inverting Gradients alone: 33.6 dB here).
     images, labels = bundled("mnist", [0])
     model = lenet("mnist")
     update = FedSGD(defenses=parse_defenses(["fp16"])).share(model, images, labels)
     result = Auto(iterations=300).run(model, update, generator=torch.Generator().manual_seed(0))
-    assert result.extras["auto_choice"] == 2.0
-    assert psnr(result.images, images) > 60
-    assert result.extras["lbfgs_relative_gradient_error"] < result.extras["ig_relative_gradient_error"]
+    assert result.extras["auto_choice"] in (2.0, 3.0) and "fp16 rounding" in result.stop_reason
+    assert psnr(result.images, images) > 45
+    chosen = result.extras["posterior_energy"] if result.extras["auto_choice"] == 3.0 else result.extras["lbfgs_posterior_energy"]
+    assert chosen <= min(result.extras["posterior_energy"], result.extras["lbfgs_posterior_energy"])
 
 
 def test_labels_include_a_class_the_model_already_predicts(bundled, lenet):

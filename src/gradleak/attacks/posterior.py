@@ -115,6 +115,7 @@ class MapInversion:
     clamp: bool = True  # box constraint: the model sees clamp(x, 0, 1)
     noise_source: str = "auto"  # auto | published | estimated (see gradleak.attacks.noise_model)
     init: torch.Tensor | None = None  # a start instead of flat grey
+    noise: NoiseModel | None = None  # a noise model already derived from the same update (else derived here)
     snapshot_every: int = 10
     name: str = "map"
 
@@ -136,11 +137,10 @@ class MapInversion:
         *,
         generator: torch.Generator | None = None,
         observer: StepObserver | None = None,
-        noise: NoiseModel | None = None,
     ) -> AttackResult:
         self.check(update, model)
         start = time.perf_counter()
-        noise = noise if noise is not None else noise_model(update, source=self.noise_source)
+        noise = self.noise if self.noise is not None else noise_model(update, source=self.noise_source)
         device = model_device(model)
         labels = torch.tensor([idlg_label(update)]) if update.batch_size == 1 else restore_batch_labels(update)
         shape = (update.batch_size, *update.input_shape)
@@ -195,6 +195,9 @@ class MapInversion:
         images = x.detach().clamp(0, 1).cpu()
         energy.set_stage(None)
         final = float(energy(images.to(device)).detach())
+        prior_strength, energy.prior = energy.prior, 0.0
+        discrepancy = float(energy(images.to(device)).detach()) / max(energy.expected_data, 1.0)
+        energy.prior = prior_strength
         if stop_reason == "max_iterations":
             stop_reason = f"MAP inversion under {noise.description}"
         result = AttackResult(
@@ -207,6 +210,7 @@ class MapInversion:
             snapshots=snapshots,
             extras={
                 "posterior_energy": final,
+                "discrepancy": discrepancy,  # data term / its expectation at the true image
                 "noise_variance_mean": energy.mean_variance,
                 "continuation_stages": float(len(stages)),
             },
@@ -217,13 +221,23 @@ class MapInversion:
 def posterior_energy(
     model: nn.Module, update: SharedUpdate, noise: NoiseModel, images: torch.Tensor, labels: torch.Tensor,
     attack: MapInversion,
-) -> float:
-    """E(x) for a candidate (lower is more probable under ``noise`` and the attack's prior)."""
+) -> tuple[float, float]:
+    """(E(x), data term / its expectation at the true image) for a candidate.
+
+    Lower E is more probable under ``noise`` and the attack's prior. The data term of the true
+    image is a sum of squared standardised noise, half a chi-square with one degree of freedom per
+    sent entry, so its expectation is (entries sent)/2: a ratio near or below 1 means the
+    candidate explains the update down to its noise (the discrepancy principle).
+    """
     energy = _Energy(
         model, update, noise, labels, prior=attack.tv_weight, smoothing=attack.smoothing, clamp=attack.clamp,
         chroma_weight=attack.chroma_weight,
     )
-    return float(energy(images.to(model_device(model))).detach())
+    x = images.to(model_device(model))
+    total = float(energy(x).detach())
+    energy.prior = 0.0
+    data = float(energy(x).detach())
+    return total, data / max(energy.expected_data, 1.0)
 
 
 class _Energy:
@@ -243,6 +257,7 @@ class _Energy:
         count = sum(s.numel() for s in sent)
         self.mean_square = float(sum(float((s.double() ** 2).sum()) for s in sent)) / max(count, 1)
         self.floor_variance = _FLOOR_SHARE * self.mean_square
+        self.expected_data = count / 2
         self.variances = [v.to(device).clamp_min(self.floor_variance) for v in noise.variances]
         self.max_variance = max(float(v.max()) for v in self.variances)
         self.mean_variance = float(
