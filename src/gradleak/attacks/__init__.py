@@ -1,7 +1,8 @@
 """Gradient-inversion attacks. Each receives the model and a SharedUpdate, never the private data.
 
 Registered names: ``dlg`` (the original, faithful), ``idlg``, ``analytic`` (R-GAP-style exact
-inversion), ``ig`` (Inverting Gradients) and ``auto`` (analytic when it applies, else ig).
+inversion), ``ig`` (Inverting Gradients), ``auto`` (analytic when it applies, else ig) and
+``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from gradleak.attacks.auto import Auto
 from gradleak.attacks.base import ATTACKS, Attack
 from gradleak.attacks.dlg import DLG, idlg
 from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.imprint import ImprintAttack
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Attack",
     "Auto",
     "DLG",
+    "ImprintAttack",
     "InvertingGradients",
     "idlg",
     "idlg_label",
