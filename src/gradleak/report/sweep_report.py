@@ -192,6 +192,16 @@ def _sort_key(value: Any) -> tuple:
         return (2, "")
     if isinstance(value, (int, float)):
         return (0, float(value), "")
+    if isinstance(value, str) and value.partition(":")[0] in ("secagg", "imprint") and "=" in value:
+        # A scenario with parameters (``imprint:bins=256``): by name, then numerically.
+        name, _, params = value.partition(":")
+        numbers = []
+        for part in params.split(","):
+            try:
+                numbers.append(float(part.partition("=")[2]))
+            except ValueError:
+                numbers.append(math.inf)
+        return (1, 100, 0.0, name, tuple(numbers))
     if isinstance(value, str):
         family, param = defense_parameter(value)
         order = ["none", "gaussian", "laplacian", "prune", "precision", "dpsgd", "stacked"]
