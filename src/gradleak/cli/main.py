@@ -278,4 +278,8 @@ def classic_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main: commands that register themselves (sweep, report,
+    # inspect-model) register into gradleak.cli.main, not into this __main__ copy of it.
+    from gradleak.cli.main import main as _main
+
+    raise SystemExit(_main())
