@@ -4,14 +4,15 @@
 may change the model it sends can read whole batches out of one shared gradient. The block here
 follows the "imprint" module of that paper (and of the breaching framework):
 
-* ``linear0``: ``Linear(D → N)`` on the flattened input, every row the same direction ``w`` (a
-  feature statistic ``s(x) = w·x``), bias ``−t_i`` with thresholds ``t_0 < t_1 < … < t_{N−1}``
+* ``linear0``: ``Linear(D → N)`` on the flattened input, every row the same direction ``γ·w`` (a
+  feature statistic ``s(x) = w·x``, times a small gain ``γ``), bias ``−γ·t_i`` with thresholds ``t_0 < t_1 < … < t_{N−1}``
   at quantiles of the statistic's distribution on public data, then ReLU. Unit ``i`` is active
   exactly for the images with ``s(x) > t_i``.
-* ``linear1``: ``Linear(N → D)`` whose columns are all the same small vector ``c``, added to the
-  input (a residual), then reshaped to the input shape. The rest of the client's model sees
-  ``x + c·Σ_i h_i`` ≈ ``x``, so it works unchanged, and because the columns are equal every unit's
-  output gradient is the same scalar ``g_n = c·∂L/∂out_n`` per image.
+* ``linear1``: ``Linear(N → D)`` whose columns are all the same vector ``c`` (RMS 1 per pixel),
+  added to the input (a residual), then reshaped to the input shape. The rest of the client's
+  model sees ``x + c·Σ_i h_i`` ≈ ``x`` (the gain makes ``h`` tiny), so it works unchanged, and
+  because the columns are equal every unit's output gradient is the same scalar
+  ``g_n = c·∂L/∂out_n`` per image, of an ordinary layer's size whatever the gain.
 
 Then ``∂L/∂W_i = (1/B) Σ_{n: s_n > t_i} g_n x_n`` and ``∂L/∂b_i = (1/B) Σ_{n: s_n > t_i} g_n``, so
 for consecutive bins ``(∂W_i − ∂W_{i+1}) / (∂b_i − ∂b_{i+1}) = x_n`` exactly when one image has
@@ -129,13 +130,16 @@ def build_imprint_block(
     thresholds = quantile_thresholds(float(values.mean()), std, bins)
     c = torch.randn(features, generator=generator)
     c = c / c.norm() * math.sqrt(features)  # RMS 1 per pixel
+    # The smallness sits in linear0 (gain), not in the read-out: each unit's output gradient is
+    # c·∂L/∂out, as large as an ordinary layer's, so the imprint survives rounding (fp16, int8)
+    # as well as the rest of the update. Recovery does not depend on the gain.
+    hidden = torch.relu(values.float()[:, None] - thresholds[None, :]).sum(dim=1)
+    gain = RESIDUAL_RMS / float(hidden.abs().mean().clamp_min(1e-12))
     with torch.no_grad():
-        block.linear0.weight.copy_(w.expand(bins, features))
-        block.linear0.bias.copy_(-thresholds)
+        block.linear0.weight.copy_((gain * w).expand(bins, features))
+        block.linear0.bias.copy_(-gain * thresholds)
         block.thresholds.copy_(thresholds)
-        hidden = torch.relu(values.float()[:, None] - thresholds[None, :]).sum(dim=1)
-        scale = RESIDUAL_RMS / float(hidden.abs().mean().clamp_min(1e-12))
-        block.linear1.weight.copy_((scale * c)[:, None].expand(features, bins))
+        block.linear1.weight.copy_(c[:, None].expand(features, bins))
         block.linear1.bias.zero_()
     return block
 
