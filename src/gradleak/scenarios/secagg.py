@@ -53,10 +53,11 @@ class SecAgg:
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         from gradleak.scenarios import FedSGD
 
-        owners = torch.tensor(self.client_batches(images.shape[0]))
+        self.client_batches(images.shape[0])  # refuses a batch that cannot be split evenly
+        per = images.shape[0] // self.clients
         client = FedSGD(defenses=self.defenses, generator=self.generator)
         updates = [
-            client.share(model, images[owners == k], labels[owners.to(labels.device) == k])
+            client.share(model, images[k * per : (k + 1) * per], labels[k * per : (k + 1) * per])
             for k in range(self.clients)
         ]
         # The masks cancel in the sum; the server divides by the (known) number of clients.
