@@ -10,6 +10,8 @@ reports, one finding per suspicious tensor:
   bias (the binning layer);
 * ``identical-columns``: a 2-D weight whose columns are identical, so the layer only passes on
   the sum of its inputs (the imprint block's read-out);
+* ``near-identical-rows``: every row within cosine 0.999 of the mean row (a binning layer whose
+  rows were perturbed, or scaled, to dodge the exact checks);
 * ``rank-one``: a 2-D weight of rank one (rows differ only in scale: a scaled binning layer);
 * ``huge-first-linear``: the first layer is a fully connected layer of at least
   ``HUGE_FIRST_LINEAR`` inputs and units acting on the raw input.
@@ -29,6 +31,7 @@ import torch
 from gradleak.errors import GradleakError
 
 ROW_TOLERANCE = 1e-5  # max |row - row_0| relative to max |W| for rows to count as identical
+NEAR_IDENTICAL_COSINE = 0.999  # every row this close in direction to the mean row: near-identical
 RANK_ONE_RATIO = 1e-4  # second / first singular value below this: rank one
 MIN_UNITS = 4  # a layer needs at least this many rows (columns) for the row (column) checks
 HUGE_FIRST_LINEAR = 512  # in- and out-features of a first Linear layer that count as huge
@@ -130,6 +133,14 @@ def _check_matrix(name: str, w: torch.Tensor, state: Mapping[str, torch.Tensor])
         return Finding(name, "identical-columns",
                        f"all {cols} columns of the {shape} are identical: the layer passes on only the sum of "
                        "its inputs (the read-out of an imprint block)")
+    if rows >= MIN_UNITS and cols >= MIN_UNITS:
+        mean = w.mean(dim=0)
+        cosine = (w @ mean) / (w.norm(dim=1) * mean.norm()).clamp_min(1e-300)
+        if float(cosine.min()) >= NEAR_IDENTICAL_COSINE:
+            return Finding(name, "near-identical-rows",
+                           f"every one of the {rows} rows of the {shape} points the same way (cosine to their mean "
+                           f">= {float(cosine.min()):.4f}): its units differ almost only in bias and scale, a "
+                           "perturbed imprint/binning layer")
     if min(rows, cols) >= MIN_UNITS:
         s = torch.linalg.svdvals(w)
         if float(s[1]) <= RANK_ONE_RATIO * float(s[0]):
