@@ -225,7 +225,8 @@ def register_command(name: str, help_text: str, func: Callable[[Sequence[str]], 
 
 def _usage() -> str:
     lines = ["usage: gradleak COMMAND [options]   (gradleak COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<9} {text}" for name, (text, _) in COMMANDS.items()]
+    width = max(9, *(len(name) for name in COMMANDS))
+    lines += [f"  {name:<{width}} {text}" for name, (text, _) in COMMANDS.items()]
     return "\n".join(lines)
 
 
