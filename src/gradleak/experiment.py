@@ -51,10 +51,14 @@ class RunConfig:
     scenario: str = "fedsgd"
     local_steps: int = 1
     local_lr: float = 1e-4
+    clients: int | None = None  # secagg/imprint: clients whose updates are aggregated (None: 2 for secagg, 1 for imprint)
+    bins: int | None = None  # imprint: bins of the malicious server's block (None: DEFAULT_BINS)
+    tile_bundled: bool = False  # test indices >= 20 are flipped/shifted copies of the bundled 0..19
     defenses: list[str] = field(default_factory=list)
     noise_source: str | None = None  # None: the attack's own default (map/auto: "auto")
     save_history: bool = False
     save_final: bool = False
+    save_model: bool = False  # write model.pt: the state dict of the model the client received
     out: str | None = None
     overwrite: bool = False
     quiet: bool = False
@@ -81,6 +85,8 @@ class Prepared:
     num_classes: int
     model_name: str
     out_dir: Path
+    #: the client that holds each private image (secure aggregation); None for one client
+    client_of: list[int] | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,6 +124,10 @@ def prepare(config: RunConfig) -> Prepared:
     spec = get_spec(config.dataset)
     model_name = config.model or default_model(spec.channels, spec.image_size)
     check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
+    check_scenario_settings(config)
+    if config.scenario == "imprint" and config.attack == "auto":
+        # The malicious server reads its own imprint block: that is the attack that applies.
+        config = dataclasses.replace(config, attack="imprint")
     attack_factory = ATTACKS.get(config.attack)
     if config.restarts is not None:
         if config.restarts < 1:
@@ -133,7 +143,21 @@ def prepare(config: RunConfig) -> Prepared:
     device = resolve_device(config.device)
     out_dir = resolve_out_dir(config, model_name)
 
-    if config.images:
+    if config.tile_bundled and config.images:
+        raise GradleakError("--tile-bundled tiles the bundled test images: drop it with --image")
+    if config.tile_bundled:
+        from gradleak.data.public import load_tiled
+
+        if config.split != "test":
+            raise GradleakError(f"--tile-bundled uses the bundled test images: add --split test (got --split {config.split})")
+        images, dataset_labels = load_tiled(spec.name, config.indices)
+        classes = config.num_classes or spec.num_classes
+        if config.labels and len(config.labels) != len(config.indices):
+            raise GradleakError(
+                f"{len(config.indices)} index(es) but {len(config.labels)} --label value(s): give one label per image or none"
+            )
+        labels_list = list(config.labels) if config.labels else [int(x) for x in dataset_labels]
+    elif config.images:
         classes = config.num_classes or spec.num_classes
         labels_list = list(config.labels) if config.labels else [0] * len(config.images)
         if len(labels_list) != len(config.images):
@@ -173,8 +197,22 @@ def prepare(config: RunConfig) -> Prepared:
         scenario = scenario_cls(
             local_steps=config.local_steps, local_lr=config.local_lr, defenses=defenses, generator=generator
         )
+    elif config.scenario == "secagg":
+        scenario = scenario_cls(clients=config.clients or 2, defenses=defenses, generator=generator)
+    elif config.scenario == "imprint":
+        from gradleak.data.public import public_images
+        from gradleak.scenarios.imprint import DEFAULT_BINS
+
+        scenario = scenario_cls(
+            bins=config.bins or DEFAULT_BINS, clients=config.clients or 1, seed=config.seed,
+            public_images=public_images(spec.name, tuple(images.shape[1:])).to(device),
+            defenses=defenses, generator=generator,
+        )
     else:
         scenario = scenario_cls(defenses=defenses, generator=generator)
+    client_of = scenario.client_batches(images.shape[0]) if hasattr(scenario, "client_batches") else None
+    if hasattr(scenario, "server_model"):  # a malicious server modifies the model it sends
+        model = scenario.server_model(model)
     update = scenario.share(model, images.to(device), labels.to(device))
     # Only what the user set overrides the attack's own defaults (each attack owns its config).
     overrides = {
@@ -198,7 +236,24 @@ def prepare(config: RunConfig) -> Prepared:
         num_classes=classes,
         model_name=model_name,
         out_dir=out_dir,
+        client_of=client_of if update.clients > 1 else None,
     )
+
+
+def check_scenario_settings(config: RunConfig) -> None:
+    """Refuse scenario settings that do not apply or cannot work, before any data is loaded."""
+    if config.clients is not None:
+        if config.scenario not in ("secagg", "imprint"):
+            raise GradleakError(
+                f"--clients applies to --scenario secagg (or imprint), not {config.scenario}: drop it or use --scenario secagg"
+            )
+        if config.clients < 1:
+            raise GradleakError(f"--clients must be at least 1 (got {config.clients})")
+    if config.bins is not None:
+        if config.scenario != "imprint":
+            raise GradleakError(f"--bins applies to --scenario imprint, not {config.scenario}: drop it or use --scenario imprint")
+        if config.bins < 2:
+            raise GradleakError(f"--bins must be at least 2 (got {config.bins}): try --bins 1024")
 
 
 def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
@@ -321,11 +376,35 @@ def execute(prepared: Prepared) -> RunOutcome:
         "restarts": result.restarts,
         "final_loss": result.losses[-1] if result.losses else None,
         "per_image": [asdict(s) for s in score.per_image],
+        **client_metrics(prepared, score),
         **{k: v for k, v in result.extras.items()},
         **dp_privacy(prepared),
     }
+    if prepared.client_of is not None:
+        for entry, owner in zip(metrics["per_image"], prepared.client_of):
+            entry["client"] = owner
     write_outputs(prepared, result, score, metrics, progress)
     return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
+
+
+def client_metrics(prepared: Prepared, score: Any, *, success_psnr: float = 30.0) -> dict[str, Any]:
+    """Under secure aggregation: which client each scored image (and so its matched reconstruction)
+    came from, and per client the mean PSNR and the share of images at ``success_psnr`` or more.
+
+    The runner knows the mapping; the attack saw one aggregated batch."""
+    if prepared.client_of is None:
+        return {}
+    owners = prepared.client_of
+    per_client = []
+    for k in sorted(set(owners)):
+        values = [s.psnr for s, owner in zip(score.per_image, owners) if owner == k]
+        per_client.append({
+            "client": k,
+            "images": len(values),
+            "psnr": float(np.mean(values)),
+            "recovered": sum(1 for v in values if v >= success_psnr) / len(values),
+        })
+    return {"clients": len(per_client), "per_client": per_client}
 
 
 def dp_privacy(prepared: Prepared) -> dict[str, float]:
@@ -422,6 +501,10 @@ def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: A
     write_text(stage / "metrics.txt", classic_metrics_text(config, prepared.model_name, metrics))
     write_json(stage / "metrics.json", metrics)
     write_json(stage / "config.json", resolved_config(prepared))
+    if config.save_model:
+        # Plain tensors only: loadable with torch.load(weights_only=True) (gradleak inspect-model).
+        state = {k: v.detach().cpu().contiguous() for k, v in prepared.model.state_dict().items()}
+        torch.save(state, stage / "model.pt")
 
 
 def classic_metrics_text(config: RunConfig, model_name: str, metrics: dict[str, Any]) -> str:

@@ -29,6 +29,9 @@ class SharedUpdate:
         local_lr: the client's learning rate for ``weight_delta`` updates.
         known_labels: labels the scenario discloses to the server, if any (usually ``None``).
         defenses: names of the transforms the client applied before sharing.
+        clients: how many clients' updates were aggregated into ``tensors`` (secure aggregation:
+            the server sees only their batch-size-weighted mean; 1 for a single client).
+            ``batch_size`` is then the total over all clients.
     """
 
     tensors: tuple[torch.Tensor, ...]
@@ -40,6 +43,7 @@ class SharedUpdate:
     local_lr: float | None = None
     known_labels: torch.Tensor | None = None
     defenses: tuple[str, ...] = ()
+    clients: int = 1
 
     def replace_tensors(self, tensors: tuple[torch.Tensor, ...], defense: str) -> SharedUpdate:
         """A copy carrying ``tensors`` with ``defense`` appended to :attr:`defenses`."""
@@ -53,6 +57,7 @@ class SharedUpdate:
             local_lr=self.local_lr,
             known_labels=self.known_labels,
             defenses=(*self.defenses, defense),
+            clients=self.clients,
         )
 
 

@@ -166,13 +166,16 @@ def test_missing_config_file(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_expand(path):
+    from gradleak.data.public import max_tiled_index
+
     p = load_plan(path)
     assert p.runs and p.name == path.stem
     if path.stem.endswith("_small"):
         # offline: bundled test images 0..19, no download
         for r in p.attack_runs:
             assert r.config["split"] == "test" and r.config["download"] is False
-            assert max(r.config["indices"]) <= 19
+            # (or their tiled copies, --tile-bundled: offline as well)
+            assert max(r.config["indices"]) <= (max_tiled_index() if r.config.get("tile_bundled") else 19)
 
 
 def test_shipped_configs_cover_the_issue():

@@ -1,8 +1,9 @@
 """Gradient-inversion attacks. Each receives the model and a SharedUpdate, never the private data.
 
 Registered names: ``dlg`` (the original, faithful), ``idlg``, ``analytic`` (R-GAP-style exact
-inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates) and
-``auto`` (picks among them without ground truth).
+inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates),
+``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed) and ``auto``
+(picks among them without ground truth).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from gradleak.attacks.auto import Auto
 from gradleak.attacks.base import ATTACKS, Attack
 from gradleak.attacks.dlg import DLG, idlg
 from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.imprint import ImprintAttack
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
 from gradleak.attacks.noise_model import noise_model
 from gradleak.attacks.posterior import MapInversion
@@ -22,6 +24,7 @@ __all__ = [
     "Attack",
     "Auto",
     "DLG",
+    "ImprintAttack",
     "InvertingGradients",
     "MapInversion",
     "idlg",

@@ -43,6 +43,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     data.add_argument("--data-root", default="./data", help="where datasets live / are downloaded (default ./data)")
     data.add_argument("--split", choices=["train", "test", "extra"], default=None, help="dataset split (default train)")
     data.add_argument("--no-download", action="store_true", help="never download; fail if the data is absent")
+    data.add_argument(
+        "--tile-bundled", action="store_true",
+        help="with --split test: indices 20.. are mirrored/shifted copies of the 20 bundled images (large batches offline)",
+    )
 
     attack = parser.add_argument_group("attack")
     attack.add_argument("--iters", type=int, default=300, help="attack iterations (default 300)")
@@ -73,7 +77,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     )
 
     client = parser.add_argument_group("client")
-    client.add_argument("--scenario", choices=["fedsgd", "fedavg"], default="fedsgd", help="what the client shares")
+    client.add_argument(
+        "--scenario", choices=_scenario_names(), default="fedsgd",
+        help="what the client shares: fedsgd, fedavg, secagg (secure aggregation of --clients clients), "
+        "imprint (a malicious server inserts an imprint block; default attack imprint)",
+    )
+    client.add_argument(
+        "--clients", type=int, default=None,
+        help="secagg/imprint: clients whose updates the server sees only summed; the batch is split evenly (default 2 for secagg)",
+    )
+    client.add_argument("--bins", type=int, default=None, help="imprint: bins of the server's imprint block (default 1024)")
     client.add_argument("--local-steps", type=int, default=1, help="FedAvg local steps E (default 1)")
     client.add_argument("--local-lr", type=float, default=1e-4, help="FedAvg local learning rate (default 1e-4)")
     client.add_argument(
@@ -84,6 +97,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     output = parser.add_argument_group("output")
     output.add_argument("--save-history", action="store_true", help="write history.png (snapshot every 10 iterations)")
     output.add_argument("--save-final", action="store_true", help="write recon.png / target.png")
+    output.add_argument(
+        "--save-model", action="store_true",
+        help="write model.pt: the model the client received (the server's, with --scenario imprint); check it with gradleak inspect-model",
+    )
     output.add_argument("--out", default=None, help="output folder (default runs/<time>-<dataset>-<model>/)")
     output.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -93,6 +110,12 @@ def _defense_help() -> str:
     from gradleak.defenses import defense_help
 
     return defense_help()
+
+
+def _scenario_names() -> list[str]:
+    from gradleak.scenarios import SCENARIOS
+
+    return SCENARIOS.names()
 
 
 def _default_attack() -> str:
@@ -132,17 +155,22 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         model=args.model,
         device=args.device,
         threads=args.threads,
-        attack=args.attack or ("dlg" if classic else _default_attack()),
+        # A malicious server attacks with its own imprint block unless told otherwise.
+        attack=args.attack or ("imprint" if args.scenario == "imprint" else "dlg" if classic else _default_attack()),
         tv_weight=args.tv_weight,
         clamp=args.clamp,
         restarts=args.restarts,
         scenario=args.scenario,
         local_steps=args.local_steps,
         local_lr=args.local_lr,
+        clients=args.clients,
+        bins=args.bins,
+        tile_bundled=args.tile_bundled,
         defenses=list(args.defense),
         noise_source=args.noise_source,
         save_history=args.save_history,
         save_final=args.save_final,
+        save_model=args.save_model,
         out=args.out,
         overwrite=args.overwrite,
         quiet=args.quiet,
@@ -193,6 +221,11 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
     outcome = execute(prepared)
     m = outcome.metrics
     print(f"Final MSE={m['mse']:.6f} PSNR={m['psnr']:.2f} dB")
+    if m["batch_size"] > 1:
+        recovered = sum(1 for p in m["per_image"] if p["psnr"] >= 30.0)
+        print(f"images >= 30 dB: {recovered}/{m['batch_size']}" + "".join(
+            f" | client {c['client']}: {c['recovered']:.0%}" for c in m.get("per_client", [])
+        ))
     print(
         f"SSIM={m['ssim']:.4f} label accuracy={m['label_accuracy']:.0%} iterations={m['iterations']} "
         f"attack {m['seconds']:.1f} s ({m['stop_reason']})"
@@ -221,7 +254,8 @@ def register_command(name: str, help_text: str, func: Callable[[Sequence[str]], 
 
 def _usage() -> str:
     lines = ["usage: gradleak COMMAND [options]   (gradleak COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<9} {text}" for name, (text, _) in COMMANDS.items()]
+    width = max(9, *(len(name) for name in COMMANDS))
+    lines += [f"  {name:<{width}} {text}" for name, (text, _) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -229,7 +263,7 @@ def _load_optional_commands() -> None:
     # Commands whose modules may not exist yet in a partial install are added when importable.
     import importlib
 
-    for module in ("gradleak.cli.sweep_commands",):
+    for module in ("gradleak.cli.sweep_commands", "gradleak.cli.inspect_command"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
@@ -274,4 +308,8 @@ def classic_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main: commands that register themselves (sweep, report,
+    # inspect-model) register into gradleak.cli.main, not into this __main__ copy of it.
+    from gradleak.cli.main import main as _main
+
+    raise SystemExit(_main())

@@ -192,6 +192,16 @@ def _sort_key(value: Any) -> tuple:
         return (2, "")
     if isinstance(value, (int, float)):
         return (0, float(value), "")
+    if isinstance(value, str) and value.partition(":")[0] in ("secagg", "imprint") and "=" in value:
+        # A scenario with parameters (``imprint:bins=256``): by name, then numerically.
+        name, _, params = value.partition(":")
+        numbers = []
+        for part in params.split(","):
+            try:
+                numbers.append(float(part.partition("=")[2]))
+            except ValueError:
+                numbers.append(math.inf)
+        return (1, 100, 0.0, name, tuple(numbers))
     if isinstance(value, str):
         family, param = defense_parameter(value)
         order = ["none", "gaussian", "laplacian", "prune", "precision", "dpsgd", "stacked"]
@@ -409,7 +419,10 @@ def plot_against_axis(summary: Sequence[Mapping[str, Any]], axis: str, path: Pat
     for ax in axes:
         ax.set_xlabel(names.get(axis, axis))
         values = sorted({int(g[axis]) for g in rows})
+        if values[0] > 0 and values[-1] / values[0] >= 16:  # batches 1..256: powers of two read better
+            ax.set_xscale("log", base=2)
         ax.set_xticks(values)
+        ax.set_xticklabels([str(v) for v in values])
         ax.grid(True, alpha=0.3)
     axes[0].axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
     axes[0].set_ylabel(f"mean PSNR (dB, capped at {PSNR_CAP:g})")

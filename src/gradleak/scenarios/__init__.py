@@ -134,6 +134,11 @@ def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
     return int(linears[-1].out_features)
 
 
+from gradleak.scenarios.imprint import Imprint  # noqa: E402 - they build on FedSGD above
+from gradleak.scenarios.secagg import SecAgg  # noqa: E402
+
 SCENARIOS: Registry[type] = Registry("scenario")
 SCENARIOS.register("fedsgd", FedSGD)
 SCENARIOS.register("fedavg", FedAvg)
+SCENARIOS.register("secagg", SecAgg)
+SCENARIOS.register("imprint", Imprint)

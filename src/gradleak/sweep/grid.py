@@ -17,7 +17,7 @@ A sweep config is a TOML file with up to four tables; every key is optional exce
     models      = ["default"]      # model names; "default" = the dataset's default model.
                                    # model/dataset pairs that do not fit are skipped (listed)
     attacks     = ["idlg"]         # gradleak.attacks.ATTACKS names
-    scenarios   = ["fedsgd"]       # fedsgd | fedavg
+    scenarios   = ["fedsgd"]       # fedsgd | fedavg | secagg | imprint
     defenses    = ["none", "gaussian:1e-3", ["prune:0.1", "fp16"]]
                                    # "none" (or "") = undefended; a spec as for --defense;
                                    # a list of specs stacks them, applied in order
@@ -26,9 +26,16 @@ A sweep config is a TOML file with up to four tables; every key is optional exce
                                    # index i uses images i, i+1, ..., i+B-1
     seeds       = [1234]           # RunConfig.seed (dummy init, model init, defense noise)
     local_steps = [1]              # FedAvg local steps E (ignored, i.e. 1, for fedsgd)
+    clients     = [2]              # secagg (and imprint): clients whose updates are aggregated;
+                                   # each batch is split evenly among them (default: 2 for
+                                   # secagg, 1 for imprint; ignored for the other scenarios)
+    bins        = [1024]           # imprint: bins of the malicious server's block (ignored
+                                   # for the other scenarios)
 
     [run]                          # fixed RunConfig settings shared by every run, e.g.
     split = "test"                 # train | test | extra ("test" + indices 0..19: bundled, offline)
+    tile_bundled = false           # with split "test": indices 20.. are mirrored/shifted copies
+                                   # of the 20 bundled images (large batches offline)
     iterations = 40
     tv_weight = 0.0                # unset: each attack's own default (dlg/idlg 0, ig/auto 1e-4)
     clamp = false                  # unset: each attack's own default (dlg off, ig/auto on)
@@ -64,6 +71,9 @@ A grid is counted (the product of its axis lengths) before it is expanded: above
 minutes and gigabytes (1,000,000 runs: 62 s, 1.8 GB); ``gradleak sweep --max-runs N`` raises the
 limit.
 
+A secagg or imprint run's ``scenario`` axis carries its parameters (``secagg:clients=4``,
+``imprint:bins=256``), so reports group and plot them as separate settings.
+
 Each run's id is a hash of its canonical config (defense specs normalised, so ``1e-3`` and
 ``0.001`` are one run; output paths, ``device``, ``data_root`` and ``download`` are not part of
 it), so re-running a sweep, or another sweep with an overlapping grid, finds finished runs.
@@ -84,13 +94,16 @@ from gradleak.errors import GradleakError
 
 SCHEMA_VERSION = 1
 
-GRID_KEYS = ("datasets", "models", "attacks", "scenarios", "defenses", "batch_sizes", "indices", "seeds", "local_steps")
+GRID_KEYS = (
+    "datasets", "models", "attacks", "scenarios", "defenses", "batch_sizes", "indices", "seeds", "local_steps",
+    "clients", "bins",
+)
 SWEEP_KEYS = ("name", "description", "success_psnr")
 TABLES = ("sweep", "grid", "run", "per_attack", "utility")
 # RunConfig fields a sweep sets per run (from the grid) or never (outputs): not allowed in [run].
 _RUN_FORBIDDEN = {
     "dataset", "indices", "images", "labels", "model", "attack", "scenario", "defenses", "seed",
-    "local_steps", "out", "overwrite", "quiet",
+    "local_steps", "clients", "bins", "out", "overwrite", "quiet",
 }
 # Fields that do not change a run's result and so are not part of its id.
 _NOT_IN_ID = {"out", "overwrite", "quiet", "save_history", "save_final", "download", "data_root", "device"}
@@ -391,6 +404,8 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     indices = _ints(grid.get("indices", [0]), "grid.indices", where, low=0)
     seeds = _ints(grid.get("seeds", [1234]), "grid.seeds", where, low=0)
     local_steps = _ints(grid.get("local_steps", [1]), "grid.local_steps", where, low=1)
+    client_counts = _ints(grid.get("clients", [0]), "grid.clients", where, low=0 if "clients" not in grid else 1)
+    bin_counts = _ints(grid.get("bins", [0]), "grid.bins", where, low=0 if "bins" not in grid else 2)
 
     run_defaults = _dataclass_defaults(RunConfig)
     fixed: dict[str, Any] = dict(SWEEP_RUN_DEFAULTS)
@@ -419,8 +434,13 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
             if resolved not in fitting:
                 fitting.append(resolved)
     # Count before expanding: a product of axis lengths is instant, the expansion is not.
+    def settings_of(scenario: str) -> int:  # the axes a scenario reads (uneven client splits are skipped later)
+        return {
+            "fedavg": len(local_steps), "secagg": len(client_counts), "imprint": len(client_counts) * len(bin_counts),
+        }.get(scenario, 1)
+
     per_model = len(attacks) * len(defenses) * len(batch_sizes) * len(indices) * len(seeds) * sum(
-        len(local_steps) if s == "fedavg" else 1 for s in scenarios
+        settings_of(s) for s in scenarios
     )
     count = per_model * sum(len(f) for f in fitting_models.values())
     utility = data.get("utility")
@@ -440,10 +460,17 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
         )
     for dataset in datasets:
         fitting = fitting_models[dataset]
-        for model, attack, scenario, specs, batch, start, seed, steps in itertools.product(
-            fitting, attacks, scenarios, defenses, batch_sizes, indices, seeds, local_steps
+        for model, attack, scenario, specs, batch, start, seed, steps, clients, bins in itertools.product(
+            fitting, attacks, scenarios, defenses, batch_sizes, indices, seeds, local_steps, client_counts, bin_counts
         ):
             steps = steps if scenario == "fedavg" else 1
+            clients = (clients or None) if scenario in ("secagg", "imprint") else None
+            bins = (bins or None) if scenario == "imprint" else None
+            if clients is not None and (clients > batch or batch % clients):
+                why = f"{scenario} with {clients} clients: a batch of {batch} cannot be split evenly among them"
+                if why not in skipped:
+                    skipped.append(why)
+                continue
             config = {**run_defaults, **fixed, **per_attack.get(attack, {})}
             config.update(
                 dataset=dataset,
@@ -454,6 +481,8 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 defenses=list(specs),
                 seed=seed,
                 local_steps=steps,
+                clients=clients,
+                bins=bins,
             )
             if scenario != "fedavg":
                 config["local_lr"] = run_defaults["local_lr"]
@@ -465,15 +494,18 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 "dataset": dataset,
                 "model": model,
                 "attack": attack,
-                "scenario": scenario,
+                "scenario": scenario_label(scenario, clients=clients, bins=bins),
                 "defense": defense_label(specs),
                 "batch_size": batch,
                 "index": start,
                 "seed": seed,
                 "local_steps": steps,
+                "clients": clients,
+                "bins": bins,
             }
             label = (
-                f"{dataset}/{model}/{attack}/{scenario}{f'-E{steps}' if scenario == 'fedavg' else ''}/"
+                f"{dataset}/{model}/{attack}/{scenario_label(scenario, clients=clients, bins=bins)}"
+                f"{f'-E{steps}' if scenario == 'fedavg' else ''}/"
                 f"{defense_label(specs)}/b{batch}/i{start}/s{seed}"
             )
             runs.append(PlannedRun(run_id=run_id, kind="attack", label=label, config=config, axes=axes))
@@ -485,6 +517,21 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     return SweepPlan(
         name=name.strip(), description=description, success_psnr=float(success), runs=runs, skipped=skipped
     )
+
+
+def scenario_label(scenario: str, *, clients: int | None = None, bins: int | None = None) -> str:
+    """The scenario axis value: its name and, for secagg/imprint, its parameters
+    (``secagg:clients=4``, ``imprint:bins=256``, ``imprint:bins=256,clients=4``)."""
+    params = []
+    if scenario == "imprint":
+        from gradleak.scenarios.imprint import DEFAULT_BINS
+
+        params.append(f"bins={bins or DEFAULT_BINS}")
+        if clients and clients > 1:
+            params.append(f"clients={clients}")
+    elif scenario == "secagg":
+        params.append(f"clients={clients or 2}")
+    return f"{scenario}:{','.join(params)}" if params else scenario
 
 
 def _run_settings(table: Mapping[str, Any], name: str, defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
