@@ -76,6 +76,10 @@ class Auto:
 
     def plan(self, model: nn.Module, update: SharedUpdate) -> tuple[str, str]:
         """Which attack ``auto`` will try first, and why."""
+        from gradleak.models.imprint import find_imprint_blocks
+
+        if find_imprint_blocks(model):
+            return "imprint", "the model carries an imprint block (a malicious server's): batches come out in closed form"
         gradient = as_gradient(update)
         if gradient is None:
             return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
@@ -95,6 +99,13 @@ class Auto:
     ) -> AttackResult:
         self.check(update, model)
         first, reason = self.plan(model, update)
+        if first == "imprint":
+            from gradleak.attacks.imprint import ImprintAttack
+
+            result = ImprintAttack().run(model, update, observer=observer)
+            result.extras["auto_choice"] = 4.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
+            result.stop_reason = f"{result.stop_reason} (auto: {reason})"
+            return result
         gradient = as_gradient(update)
         analytic: AttackResult | None = None
         if first == "analytic":
