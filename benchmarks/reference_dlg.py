@@ -105,3 +105,49 @@ def run_reference_dlg(
         "dummy": dummy_data.detach(),  # type: ignore[dict-item]
         "labels": dummy_label.detach().argmax(dim=-1).tolist(),
     }
+
+
+def run_reference_on_shared(
+    net: nn.Module,
+    shared: list[torch.Tensor],
+    shape: tuple[int, ...],
+    classes: int,
+    *,
+    steps: int = 300,
+    idlg: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The original DLG loop (or iDLG's: label from the sign of the last layer's gradient, image
+    only) against a gradient the client already shared, e.g. a defended one; returns the dummy.
+
+    The same squared-L2 distance, L-BFGS defaults and N(0, 1) dummies as :func:`run_reference_dlg`.
+    A non-finite distance ends the loop (the original would keep stepping on NaN).
+    """
+    batch = shape[0]
+    dummy_data = torch.randn(shape, generator=generator).requires_grad_(True)
+    if idlg:
+        # iDLG: the true class's row of the last weight gradient is the one with a negative sum.
+        label = torch.argmin(torch.sum(shared[-2], dim=-1)).view(1).repeat(batch)
+        dummy_target = F.one_hot(label, classes).float()
+        variables = [dummy_data]
+    else:
+        dummy_label = torch.randn((batch, classes), generator=generator).requires_grad_(True)
+        variables = [dummy_data, dummy_label]
+    optimizer = torch.optim.LBFGS(variables)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        target = dummy_target if idlg else F.softmax(dummy_label, dim=-1)
+        dummy_loss = cross_entropy_for_onehot(net(dummy_data), target)
+        dummy_dy_dx = torch.autograd.grad(dummy_loss, net.parameters(), create_graph=True)
+        grad_diff = 0
+        for gx, gy in zip(dummy_dy_dx, shared):
+            grad_diff += ((gx - gy) ** 2).sum()
+        grad_diff.backward()
+        return grad_diff
+
+    for _ in range(steps):
+        loss = optimizer.step(closure)
+        if not torch.isfinite(loss):
+            break
+    return dummy_data.detach()

@@ -164,7 +164,7 @@ class Auto:
             # Also L-BFGS from the analytic start (cheap); kept when its posterior energy is lower.
             # Its gradient fit alone is no criterion: on int8 (CIFAR-100 image 3) it fits the update
             # below the noise (data term 0.29× its expectation at the true image) at 20.7 dB.
-            candidate = DLG(iterations=min(self.iterations, 100), analytic_label=True, init=analytic.images, name="idlg").run(model, update)
+            candidate = DLG(iterations=min(self.iterations, 50), analytic_label=True, init=analytic.images, name="idlg").run(model, update)
             candidate.seconds += analytic.seconds
             energy_lbfgs, discrepancy = posterior_energy(model, update, noise, candidate.images, candidate.labels, attack)
             candidate.extras.update({
