@@ -323,8 +323,9 @@ def plot_against_defense(summary: Sequence[Mapping[str, Any]], family: str, path
     for g in summary:
         if g["defense"] == "none":
             baselines[tuple(g.get(k) for k in other)] = g
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = {"gaussian": "Gaussian noise variance", "laplacian": "Laplacian noise scale b", "prune": "pruning ratio"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    names = {"gaussian": "Gaussian noise variance", "laplacian": "Laplacian noise scale b", "prune": "pruning ratio",
+             "dpsgd": "DP-SGD noise multiplier sigma"}
     for i, (key, pts) in enumerate(sorted(lines.items(), key=lambda kv: str(kv[0]))):
         pts.sort(key=lambda p: p[0])
         xs = [p[0] for p in pts]
@@ -338,23 +339,75 @@ def plot_against_defense(summary: Sequence[Mapping[str, Any]], family: str, path
             axes[0].fill_between(xs, lo, hi, color=color, alpha=0.15)
         rate = [p[1].get("success_rate") for p in pts]
         axes[1].plot(xs, [r if r is not None else math.nan for r in rate], "o-", color=color, label=label)
+        similarity = [p[1].get("ssim_mean") for p in pts]
+        axes[2].plot(xs, [v if v is not None else math.nan for v in similarity], "o-", color=color, label=label)
         base = baselines.get(key)
         if base is not None and base.get("psnr_mean") is not None:
             axes[0].axhline(base["psnr_mean"], color=color, linestyle=":", linewidth=1)
             if base.get("success_rate") is not None:
                 axes[1].axhline(base["success_rate"], color=color, linestyle=":", linewidth=1)
+            if base.get("ssim_mean") is not None:
+                axes[2].axhline(base["ssim_mean"], color=color, linestyle=":", linewidth=1)
     axes[0].axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
     for ax in axes:
-        if family in ("gaussian", "laplacian") and all(v > 0 for v, _ in fam):
+        if family in ("gaussian", "laplacian", "dpsgd") and all(v > 0 for v, _ in fam):
             ax.set_xscale("log")
         ax.set_xlabel(names.get(family, family))
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(f"PSNR (dB, capped at {PSNR_CAP:g}; band = min..max)")
     axes[1].set_ylabel(f"success rate (PSNR >= {threshold:g} dB)")
     axes[1].set_ylim(-0.05, 1.05)
+    axes[2].set_ylabel("mean SSIM")
+    axes[2].set_ylim(-0.05, 1.05)
     axes[0].set_title(f"attack quality vs {names.get(family, family)} (dotted: no defense)", fontsize=9)
     if len(lines) > 1 or varying:
         axes[1].legend(fontsize=7, loc="best")
+    _save(fig, path)
+    return True
+
+
+def plot_image_grid(records: Sequence[Mapping[str, Any]], family: str, path: Path, sweep_dir: Path) -> bool:
+    """Targets, then one row of reconstructions per level of ``family`` (and no defense), for the
+    attack with the highest mean PSNR; single-image runs saved with ``save_final``."""
+    from PIL import Image
+
+    def level(rec: Mapping[str, Any]) -> float | None:
+        kind, value = defense_parameter(str(rec.get("defense")))
+        if rec.get("defense") == "none":
+            return -math.inf
+        return value if kind == family and isinstance(value, float) else None
+
+    usable = [r for r in records if r.get("status") == "done" and r.get("out_dir") and r.get("batch_size") in (1, None)
+              and level(r) is not None and (sweep_dir / str(r["out_dir"]) / "recon.png").is_file()]
+    if not any(level(r) != -math.inf for r in usable):
+        return False
+    by_attack: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in usable:
+        by_attack[r.get("attack")].append(r)
+    attack = max(by_attack, key=lambda a: statistics.fmean(capped(r.get("psnr")) or 0.0 for r in by_attack[a]))
+    chosen = by_attack[attack]
+    levels = sorted({level(r) for r in chosen})  # type: ignore[type-var]
+    indices = sorted({r.get("index") for r in chosen}, key=_sort_key)[:8]
+    cells = {(level(r), r.get("index")): r for r in chosen}
+    plt = _plt()
+    fig, axes = plt.subplots(len(levels) + 1, len(indices), figsize=(1.5 * len(indices) + 1.2, 1.5 * (len(levels) + 1)),
+                             squeeze=False)
+    for col, index in enumerate(indices):
+        target = next((sweep_dir / str(r["out_dir"]) / "target.png" for r in chosen if r.get("index") == index), None)
+        for row in range(len(levels) + 1):
+            axes[row][col].axis("off")
+        if target is not None and target.is_file():
+            axes[0][col].imshow(Image.open(target), cmap="gray", vmin=0, vmax=255)
+            axes[0][col].set_title(f"image {index}", fontsize=7)
+        for row, value in enumerate(levels, 1):
+            rec = cells.get((value, index))
+            if rec is None:
+                continue
+            axes[row][col].imshow(Image.open(sweep_dir / str(rec["out_dir"]) / "recon.png"), cmap="gray", vmin=0, vmax=255)
+            name = "none" if value == -math.inf else f"{value:g}"
+            psnr_value = rec.get("psnr")
+            axes[row][col].set_title(f"{name}: {psnr_value:.1f} dB" if psnr_value is not None else name, fontsize=6)
+    fig.suptitle(f"{attack}: reconstructions per {family} level (top: the private images)", fontsize=8)
     _save(fig, path)
     return True
 
@@ -528,12 +581,16 @@ def write_sweep_report(sweep_dir: str | Path, *, out_dir: str | Path | None = No
         table("privacy_utility", PU_COLUMNS, pu)
 
     plots: list[tuple[str, Path]] = []
-    for family, title in (("gaussian", "PSNR against Gaussian noise variance"),
-                          ("laplacian", "PSNR against Laplacian noise scale"),
-                          ("prune", "PSNR against pruning ratio")):
+    for family, title in (("gaussian", "PSNR and SSIM against Gaussian noise variance"),
+                          ("laplacian", "PSNR and SSIM against Laplacian noise scale"),
+                          ("prune", "PSNR and SSIM against pruning ratio"),
+                          ("dpsgd", "PSNR and SSIM against the DP-SGD noise multiplier")):
         p = out / f"psnr_vs_{family}.png"
         if plot_against_defense(summary, family, p, threshold):
             plots.append((title, p))
+        p = out / f"images_vs_{family}.png"
+        if plot_image_grid(attack, family, p, sweep_dir):
+            plots.append((f"Reconstructions per {family} level", p))
     p = out / "psnr_vs_precision.png"
     if plot_precision(summary, p, threshold):
         plots.append(("PSNR against precision", p))
