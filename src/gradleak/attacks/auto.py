@@ -188,6 +188,19 @@ class Auto:
                 )
                 return candidate
             result.stop_reason += f"; posterior energy {energy_map:.4g} < L-BFGS from the analytic start {energy_lbfgs:.4g}"
+            return result
+        # A batch: the analytic result (with its prior for the undetermined layers) competes too.
+        energy_map = result.extras["posterior_energy"]
+        energy_analytic, _ = posterior_energy(model, update, noise, analytic.images, analytic.labels, attack)
+        result.extras["analytic_posterior_energy"] = energy_analytic
+        if energy_analytic < energy_map:
+            analytic.seconds = result.seconds
+            analytic.extras.update({**result.extras, "auto_choice": 0.0})
+            analytic.stop_reason = (
+                f"analytic result kept: posterior energy {energy_analytic:.4g} < MAP's {energy_map:.4g} ({why})"
+            )
+            return analytic
+        result.stop_reason += f"; posterior energy {energy_map:.4g} < the analytic result's {energy_analytic:.4g}"
         return result
 
     def _best_of(
