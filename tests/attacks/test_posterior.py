@@ -112,3 +112,14 @@ def test_ci_sized_defense_curve():
     assert by[("prune:0.3", "gradleak auto")]["median_psnr"] >= 25
     assert "| mnist | 1 | prune:0.3 | gradleak auto | 2 |" in defense_curve.format_table(table)
     json.dumps(rows)  # rows are plain JSON, as the benchmark writes them
+
+
+def test_noise_source_for_an_attack_without_a_noise_model_is_refused_in_one_line(tmp_path, capsys):
+    from gradleak.cli.main import main
+
+    code = main(["run", "--dataset", "mnist", "--split", "test", "--index", "0", "--attack", "dlg",
+                 "--noise-source", "estimated", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--noise-source applies to the map and auto attacks, not dlg" in err
+    assert not (tmp_path / "out").exists()
