@@ -273,3 +273,50 @@ def test_bad_checkpoint_is_one_line(case: str, checkpoints: dict[str, Path], tmp
     code, stdout, err = call(["run", "--weights", path, *extra, "--split", "test", "--index", 0, "--out", out], capsys)
     one_line_error(code, stdout, err, *needles)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: grid.weights
+
+
+def test_sweep_grid_weights_axis(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    from gradleak.errors import GradleakError
+    from gradleak.experiment import run_experiment
+    from gradleak.sweep.grid import parse_plan
+
+    ckpt = tmp_path / "mnist.safetensors"
+    ckpt.write_bytes(checkpoints["lenetmnist"].read_bytes())
+    text = f"""
+        [grid]
+        datasets = ["mnist", "cifar10"]
+        attacks = ["auto"]
+        weights = ["none", {str(ckpt)!r}]
+        indices = [0]
+        [run]
+        split = "test"
+        iterations = 5
+        """
+    plan = parse_plan(text, where="t.toml")
+    by_weights = {(r.axes["dataset"], r.axes["weights"]): r for r in plan.runs}
+    # The 1x28x28 checkpoint is skipped for cifar10 (listed), used for mnist, pinned by sha256.
+    assert set(by_weights) == {("mnist", "init"), ("mnist", "mnist.safetensors"), ("cifar10", "init")}
+    assert any("mnist.safetensors" in note and "cifar10" in note for note in plan.skipped)
+    trained = by_weights[("mnist", "mnist.safetensors")]
+    assert trained.config["weights"] == str(ckpt.resolve())
+    assert trained.config["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert by_weights[("mnist", "init")].config["weights"] is None
+    # Without grid.weights the ids are those of before (the axis adds nothing to an init run's id).
+    plain = parse_plan(text.replace(f'weights = ["none", {str(ckpt)!r}]', ""), where="t.toml")
+    assert {r.run_id for r in plain.runs} == {by_weights[k].run_id for k in (("mnist", "init"), ("cifar10", "init"))}
+    # The planned run executes, on the checkpoint.
+    outcome = run_experiment(RunConfig(**{**trained.config, "out": str(tmp_path / "run"), "quiet": True}))
+    assert outcome.metrics["weights_sha256"] == trained.config["weights_sha256"] and outcome.metrics["psnr"] > 40
+    # A checkpoint that changed after planning is refused by the run, in one line.
+    ckpt.write_bytes(checkpoints["lenetmnist"].read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(GradleakError, match="not the expected"):
+        prepare(RunConfig(**{**trained.config, "out": str(tmp_path / "run2"), "quiet": True}))
+    # A missing checkpoint is a one-line config error naming the key.
+    with pytest.raises(GradleakError, match=r"t.toml: grid.weights: --weights .*does not exist"):
+        parse_plan(text.replace(str(ckpt), str(tmp_path / "gone.safetensors")), where="t.toml")
+    with pytest.raises(GradleakError, match="unknown key 'weights' in \\[run\\]"):
+        parse_plan('[grid]\ndatasets = ["mnist"]\n[run]\nweights = "x"\n', where="t.toml")
