@@ -136,6 +136,33 @@ def load_training_data(config: TrainConfig) -> tuple[str, str, torch.Tensor, tor
     return model, spec.name, xtr, ytr, xte, yte, classes
 
 
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, *, device: torch.device | None = None,
+                          count: int = 1024, batch: int = 128) -> None:
+    """Re-estimate every BatchNorm layer's running statistics with the final weights.
+
+    Why: the running averages (momentum 0.1) trail weights that change every step; for the sigmoid
+    ResNets they end up far from the batch statistics, and eval-mode accuracy measured 11% where
+    train-mode accuracy was 74% (resnet18, 2 epochs on digits). A cumulative average over ``count``
+    training images with the weights fixed removes that lag. Models without BatchNorm are untouched.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    saved = [(m.momentum, m.training) for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for i in range(0, min(count, len(images)), batch):
+            model(images[i : min(i + batch, count)].to(device or images.device))
+    for m, (momentum, training) in zip(layers, saved):
+        m.momentum = momentum
+        m.train(training)
+    model.train(was_training)
+
+
 def train_model(config: TrainConfig, *, progress: bool = False,
                 on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.dataset``; returns the model, its test accuracy and the
@@ -189,6 +216,7 @@ def train_model(config: TrainConfig, *, progress: bool = False,
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise GradleakError(f"training diverged (non-finite weights) in epoch {epoch + 1} with lr {lr}: lower --lr")
             epoch_loss.append(sum(losses) / max(1, len(losses)))
+            recalibrate_batchnorm(model, xtr, device=device)
             epoch_accuracy.append(evaluate(model, xte, yte))
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss[-1]:.3f}", acc=f"{epoch_accuracy[-1]:.1%}")
