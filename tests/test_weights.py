@@ -320,3 +320,18 @@ def test_sweep_grid_weights_axis(checkpoints: dict[str, Path], tmp_path: Path) -
         parse_plan(text.replace(str(ckpt), str(tmp_path / "gone.safetensors")), where="t.toml")
     with pytest.raises(GradleakError, match="unknown key 'weights' in \\[run\\]"):
         parse_plan('[grid]\ndatasets = ["mnist"]\n[run]\nweights = "x"\n', where="t.toml")
+
+
+def test_batchnorm_statistics_are_re_estimated_after_training() -> None:
+    from gradleak.training import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Sigmoid())
+    images = torch.rand(320, 3, 8, 8) * 2 + 1  # 5 batches of 64: the average of batch means is the mean
+    with torch.no_grad():
+        features = model[0](images)
+    assert not torch.allclose(model[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-2)  # stale (zeros)
+    recalibrate_batchnorm(model, images, batch=64)
+    assert torch.allclose(model[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert torch.allclose(model[1].running_var, features.var(dim=(0, 2, 3)), rtol=5e-2)
+    assert model[1].momentum == 0.1 and model.training  # settings restored
