@@ -213,23 +213,6 @@ def _umask() -> int:
 # --------------------------------------------------------------------------- reading
 
 
-def sha256_of(path: str | Path) -> str:
-    """The sha256 of a file (streamed), with a one-line error when it cannot be read."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except FileNotFoundError:
-        raise GradleakError(f"--weights {path} does not exist: give a checkpoint file (make one with {_TRAIN_HINT})") from None
-    except IsADirectoryError:
-        raise GradleakError(f"--weights {path} is a folder, not a checkpoint file: give the .safetensors/.pt file") from None
-    except OSError as error:
-        raise GradleakError(f"cannot read --weights {path}: {error.strerror}") from None
-    return digest.hexdigest()
-
-
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
