@@ -42,6 +42,8 @@ class RunConfig:
     iterations: int = 300
     seed: int = 1234
     model: str | None = None
+    weights: str | None = None  # checkpoint to load into the model (None: fresh initialisation)
+    weights_sha256: str | None = None  # expected checksum of ``weights`` (None: not checked, only recorded)
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None: 1 for the LeNets (measured no faster with 2), else all
     attack: str = "dlg"
@@ -87,6 +89,7 @@ class Prepared:
     out_dir: Path
     #: the client that holds each private image (secure aggregation); None for one client
     client_of: list[int] | None = None
+    checkpoint: Any = None  # gradleak.models.checkpoint.CheckpointInfo when --weights was given
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,6 +118,7 @@ def prepare(config: RunConfig) -> Prepared:
     from gradleak.data import get_spec, load_image_files, load_samples, num_classes
     from gradleak.defenses import parse_defenses
     from gradleak.models import build_model, check_compatible, default_model
+    from gradleak.models.checkpoint import load_into
     from gradleak.scenarios import SCENARIOS
 
     if config.iterations < 1:
@@ -122,7 +126,10 @@ def prepare(config: RunConfig) -> Prepared:
     if config.tv_weight is not None and config.tv_weight < 0:
         raise GradleakError(f"--tv-weight must be >= 0 (got {config.tv_weight})")
     spec = get_spec(config.dataset)
-    model_name = config.model or default_model(spec.channels, spec.image_size)
+    state, checkpoint = read_weights(config)
+    model_name = config.model or (checkpoint and checkpoint.architecture) or default_model(spec.channels, spec.image_size)
+    if checkpoint is not None:  # before check_compatible: the checkpoint's own shape is the better message
+        check_weights(checkpoint, model_name=model_name, spec=spec, classes=None)
     check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
     check_scenario_settings(config)
     if config.scenario == "imprint" and config.attack == "auto":
@@ -151,14 +158,14 @@ def prepare(config: RunConfig) -> Prepared:
         if config.split != "test":
             raise GradleakError(f"--tile-bundled uses the bundled test images: add --split test (got --split {config.split})")
         images, dataset_labels = load_tiled(spec.name, config.indices)
-        classes = config.num_classes or spec.num_classes
+        classes = config.num_classes or (checkpoint and checkpoint.num_classes) or spec.num_classes
         if config.labels and len(config.labels) != len(config.indices):
             raise GradleakError(
                 f"{len(config.indices)} index(es) but {len(config.labels)} --label value(s): give one label per image or none"
             )
         labels_list = list(config.labels) if config.labels else [int(x) for x in dataset_labels]
     elif config.images:
-        classes = config.num_classes or spec.num_classes
+        classes = config.num_classes or (checkpoint and checkpoint.num_classes) or spec.num_classes
         labels_list = list(config.labels) if config.labels else [0] * len(config.images)
         if len(labels_list) != len(config.images):
             raise GradleakError(
@@ -175,10 +182,12 @@ def prepare(config: RunConfig) -> Prepared:
         images, dataset_labels = load_samples(
             spec.name, config.indices, split=config.split, root=config.data_root, download=config.download
         )
-        classes = config.num_classes or num_classes(
+        classes = config.num_classes or (checkpoint and checkpoint.num_classes) or num_classes(
             spec.name, root=config.data_root, split=config.split, download=config.download
         )
         labels_list = list(config.labels) if config.labels else [int(x) for x in dataset_labels]
+        if checkpoint is not None and not config.labels:
+            check_checkpoint_labels(checkpoint, labels_list, config.indices, classes, spec.name)
     if classes < 2:
         raise GradleakError(f"--num-classes must be at least 2 (got {classes})")
     for label in labels_list:
@@ -191,6 +200,9 @@ def prepare(config: RunConfig) -> Prepared:
     torch.set_num_threads(config.threads or (1 if model_name.startswith("lenet") else os.cpu_count() or 1))
     seed_everything(config.seed)
     model = build_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
+    if checkpoint is not None:
+        check_weights(checkpoint, model_name=model_name, spec=spec, classes=classes)
+        load_into(model, state, checkpoint, model_name=model_name)
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed + 1)  # defense noise: its own stream
     if config.scenario == "fedavg":
@@ -237,6 +249,7 @@ def prepare(config: RunConfig) -> Prepared:
         model_name=model_name,
         out_dir=out_dir,
         client_of=client_of if update.clients > 1 else None,
+        checkpoint=checkpoint,
     )
 
 
@@ -254,6 +267,39 @@ def check_scenario_settings(config: RunConfig) -> None:
             raise GradleakError(f"--bins applies to --scenario imprint, not {config.scenario}: drop it or use --scenario imprint")
         if config.bins < 2:
             raise GradleakError(f"--bins must be at least 2 (got {config.bins}): try --bins 1024")
+
+
+def read_weights(config: RunConfig) -> tuple[dict[str, torch.Tensor] | None, Any]:
+    """(state dict, CheckpointInfo) of ``config.weights``, or (None, None) without it. Read safely:
+    safetensors or ``torch.load(weights_only=True)``, never unpickling code."""
+    if not config.weights:
+        if config.weights_sha256:
+            raise GradleakError("--weights-sha256 checks a checkpoint: give it with --weights PATH")
+        return None, None
+    from gradleak.models.checkpoint import read_checkpoint
+
+    return read_checkpoint(config.weights, expected_sha256=config.weights_sha256)
+
+
+def check_checkpoint_labels(checkpoint: Any, labels: list[int], indices: list[int], classes: int, dataset: str) -> None:
+    """A checkpoint fixes the class count: refuse dataset labels it cannot represent, with the ways out."""
+    bad = [(i, label) for i, label in zip(indices, labels) if not 0 <= label < classes]
+    if bad:
+        index, label = bad[0]
+        raise GradleakError(
+            f"{dataset} image {index} has label {label} but --weights {Path(checkpoint.path).name} has "
+            f"{classes} classes (0..{classes - 1}): attack a dataset with {classes} classes (e.g. cifar10 "
+            f"or mnist for a digits checkpoint), give --label in 0..{classes - 1}, or train the checkpoint on {dataset}"
+        )
+
+
+def check_weights(checkpoint: Any, *, model_name: str, spec: Any, classes: int | None) -> None:
+    """Check what the checkpoint says it is against the run: model, input shape, classes (when known)."""
+    from gradleak.models import MODELS
+    from gradleak.models.checkpoint import check_fits
+
+    check_fits(checkpoint, model_name=model_name, channels=spec.channels, image_size=spec.image_size,
+               num_classes=classes, dataset=spec.name, size_matters=MODELS.get(model_name).image_size is not None)
 
 
 def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
@@ -379,6 +425,7 @@ def execute(prepared: Prepared) -> RunOutcome:
         **client_metrics(prepared, score),
         **{k: v for k, v in result.extras.items()},
         **dp_privacy(prepared),
+        **(prepared.checkpoint.as_record() if prepared.checkpoint is not None else {}),
     }
     if prepared.client_of is not None:
         for entry, owner in zip(metrics["per_image"], prepared.client_of):
@@ -527,6 +574,7 @@ def resolved_config(prepared: Prepared) -> dict[str, Any]:
         labels=[int(x) for x in prepared.labels],
         attack_settings=asdict(prepared.attack) if hasattr(prepared.attack, "__dataclass_fields__") else {},
         out=str(prepared.out_dir),
+        **(prepared.checkpoint.as_record() if prepared.checkpoint is not None else {}),
         gradleak_version=__version__,
         torch_version=torch.__version__,
         python_version=platform.python_version(),

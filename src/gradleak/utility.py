@@ -120,6 +120,18 @@ def load_digits_28(*, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.
 
     The 80/20 split uses a fixed permutation (``seed``) so every run sees the same test set.
     """
+    return load_digits_images(channels=1, image_size=28, seed=seed)
+
+
+def load_digits_images(*, channels: int = 1, image_size: int = 28, seed: int = 0) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """scikit-learn's digits as (N, channels, image_size, image_size) floats in [0, 1].
+
+    Upsampled to ``image_size - 4`` and padded by 2 (MNIST's layout: 24x24 in 28x28; 28x28 in
+    32x32), grey replicated to every channel, so one offline dataset fits every model. The 80/20
+    split uses a fixed permutation (``seed``) so every run sees the same test set.
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -129,10 +141,12 @@ def load_digits_28(*, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.
         ) from None
     import torch.nn.functional as F
 
+    if image_size < 8:
+        raise GradleakError(f"digits images need a size of at least 8 (got {image_size})")
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8)
-    images = F.interpolate(images, size=(24, 24), mode="bilinear", align_corners=False)
-    images = F.pad(images, (2, 2, 2, 2)).clamp(0, 1)
+    images = F.interpolate(images, size=(image_size - 4, image_size - 4), mode="bilinear", align_corners=False)
+    images = F.pad(images, (2, 2, 2, 2)).clamp(0, 1).expand(-1, channels, -1, -1).contiguous()
     labels = torch.tensor(bunch.target, dtype=torch.long)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     n_test = round(len(labels) * _DIGITS_TEST_FRACTION)

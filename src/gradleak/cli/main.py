@@ -52,6 +52,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     attack.add_argument("--iters", type=int, default=300, help="attack iterations (default 300)")
     attack.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
     attack.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: fits the dataset)")
+    attack.add_argument(
+        "--weights", default=None, metavar="PATH",
+        help="load the model's weights from a checkpoint (safetensors, or a torch.save state_dict read with "
+             "weights_only=True; make one with gradleak train); default: a fresh initialisation",
+    )
+    attack.add_argument("--weights-sha256", default=None, metavar="HEX",
+                        help="refuse --weights unless its sha256 is this (the sha256 is always recorded)")
     attack.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     attack.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 for LeNets, else all cores)")
     attack.add_argument(
@@ -153,6 +160,8 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         iterations=args.iters,
         seed=args.seed,
         model=args.model,
+        weights=args.weights,
+        weights_sha256=args.weights_sha256,
         device=args.device,
         threads=args.threads,
         # A malicious server attacks with its own imprint block unless told otherwise.
@@ -213,6 +222,9 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
         print(repeated)
     prepared = prepare(config)  # type: ignore[arg-type]
     if not config.quiet:  # type: ignore[attr-defined]
+        if prepared.checkpoint is not None:
+            print(f"weights: {prepared.checkpoint.path} ({prepared.checkpoint.describe()}; "
+                  f"sha256 {prepared.checkpoint.sha256[:16]}…)")
         update = prepared.update
         print(
             f"{config.attack} on {config.dataset} {config.split} {'image(s) ' + ', '.join(config.images) if config.images else 'index ' + ' '.join(map(str, config.indices))}"  # type: ignore[attr-defined]
@@ -234,6 +246,12 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
     return 0
 
 
+def _train(argv: Sequence[str]) -> int:
+    from gradleak.cli.train_command import cmd_train
+
+    return cmd_train(argv)
+
+
 def _text(argv: Sequence[str]) -> int:
     from gradleak.text.cli import main as text_main
 
@@ -243,6 +261,7 @@ def _text(argv: Sequence[str]) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "run": ("reconstruct images from a shared gradient", lambda a: cmd_run(a, prog="gradleak run", classic=False)),
     "text": ("recover a sentence from a BERT gradient", _text),
+    "train": ("train the client's model; writes a checkpoint for --weights", _train),
 }
 
 

@@ -41,9 +41,9 @@ from gradleak.report.html import esc, fmt, img_tag, page, table_html
 
 PSNR_CAP = 100.0
 DEFAULT_SUCCESS_PSNR = 30.0
-SETTING_KEYS = ("dataset", "model", "attack", "scenario", "defense", "batch_size", "local_steps")
+SETTING_KEYS = ("dataset", "model", "weights", "attack", "scenario", "defense", "batch_size", "local_steps")
 RUN_COLUMNS = (
-    "label", "status", "dataset", "model", "attack", "scenario", "defense", "batch_size", "local_steps",
+    "label", "status", "dataset", "model", "weights", "attack", "scenario", "defense", "batch_size", "local_steps",
     "index", "seed", "psnr", "ssim", "mse", "success", "label_accuracy", "iterations", "seconds", "run_id", "error",
 )
 TEXT_COLUMNS = ("label", "status", "dataset", "model", "attack", "scenario", "defense", "run_id", "error", "setting")
@@ -118,6 +118,7 @@ def attack_records(rows: Sequence[Mapping[str, Any]], threshold: float) -> list[
             "label": row.get("label"),
             "status": row.get("status"),
             **{k: axes.get(k) for k in ("dataset", "model", "attack", "scenario", "defense", "batch_size", "local_steps", "index", "seed")},
+            "weights": axes.get("weights", "init"),  # sweeps before grid.weights: the model at initialisation
             "psnr": m.get("psnr"),
             "ssim": m.get("ssim"),
             "mse": m.get("mse"),

@@ -31,6 +31,12 @@ A sweep config is a TOML file with up to four tables; every key is optional exce
                                    # secagg, 1 for imprint; ignored for the other scenarios)
     bins        = [1024]           # imprint: bins of the malicious server's block (ignored
                                    # for the other scenarios)
+    weights     = ["none", "ckpt/lenet.safetensors"]
+                                   # "none" = the model at initialisation; a path = a checkpoint
+                                   # (gradleak train), relative to the working directory. Each
+                                   # file is read (safely) and its sha256 pinned when the plan is
+                                   # made; a run refuses a file that changed since. Model/weights
+                                   # pairs whose architecture or input shape differ are skipped
 
     [run]                          # fixed RunConfig settings shared by every run, e.g.
     split = "test"                 # train | test | extra ("test" + indices 0..19: bundled, offline)
@@ -76,7 +82,8 @@ A secagg or imprint run's ``scenario`` axis carries its parameters (``secagg:cli
 
 Each run's id is a hash of its canonical config (defense specs normalised, so ``1e-3`` and
 ``0.001`` are one run; output paths, ``device``, ``data_root`` and ``download`` are not part of
-it), so re-running a sweep, or another sweep with an overlapping grid, finds finished runs.
+it), so re-running a sweep, or another sweep with an overlapping grid, finds finished runs. A checkpoint
+enters the id by its sha256, not its path: moving the file keeps the ids, re-training changes them.
 """
 
 from __future__ import annotations
@@ -96,17 +103,17 @@ SCHEMA_VERSION = 1
 
 GRID_KEYS = (
     "datasets", "models", "attacks", "scenarios", "defenses", "batch_sizes", "indices", "seeds", "local_steps",
-    "clients", "bins",
+    "clients", "bins", "weights",
 )
 SWEEP_KEYS = ("name", "description", "success_psnr")
 TABLES = ("sweep", "grid", "run", "per_attack", "utility")
 # RunConfig fields a sweep sets per run (from the grid) or never (outputs): not allowed in [run].
 _RUN_FORBIDDEN = {
     "dataset", "indices", "images", "labels", "model", "attack", "scenario", "defenses", "seed",
-    "local_steps", "clients", "bins", "out", "overwrite", "quiet",
+    "local_steps", "clients", "bins", "out", "overwrite", "quiet", "weights", "weights_sha256",
 }
 # Fields that do not change a run's result and so are not part of its id.
-_NOT_IN_ID = {"out", "overwrite", "quiet", "save_history", "save_final", "download", "data_root", "device"}
+_NOT_IN_ID = {"out", "overwrite", "quiet", "save_history", "save_final", "download", "data_root", "device", "weights"}
 # RunConfig fields as of schema 1: always hashed. Fields added later are hashed only when they
 # differ from their default, so that adding a field does not change every existing id.
 _CORE_RUN_FIELDS = {
@@ -406,6 +413,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     local_steps = _ints(grid.get("local_steps", [1]), "grid.local_steps", where, low=1)
     client_counts = _ints(grid.get("clients", [0]), "grid.clients", where, low=0 if "clients" not in grid else 1)
     bin_counts = _ints(grid.get("bins", [0]), "grid.bins", where, low=0 if "bins" not in grid else 2)
+    weights = _weights_entries(grid.get("weights", ["none"]), where)
 
     run_defaults = _dataclass_defaults(RunConfig)
     fixed: dict[str, Any] = dict(SWEEP_RUN_DEFAULTS)
@@ -442,7 +450,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     per_model = len(attacks) * len(defenses) * len(batch_sizes) * len(indices) * len(seeds) * sum(
         settings_of(s) for s in scenarios
     )
-    count = per_model * sum(len(f) for f in fitting_models.values())
+    count = per_model * sum(len(f) for f in fitting_models.values()) * len(weights)
     utility = data.get("utility")
     if isinstance(utility, Mapping):
         trained = _defense_entries(utility["defenses"], "utility.defenses", where) if "defenses" in utility else defenses
@@ -459,10 +467,18 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
             f"shrink the grid, or pass --max-runs {count} to expand it anyway"
         )
     for dataset in datasets:
+        spec = get_spec(dataset)
         fitting = fitting_models[dataset]
-        for model, attack, scenario, specs, batch, start, seed, steps, clients, bins in itertools.product(
-            fitting, attacks, scenarios, defenses, batch_sizes, indices, seeds, local_steps, client_counts, bin_counts
+        for model, checkpoint, attack, scenario, specs, batch, start, seed, steps, clients, bins in itertools.product(
+            fitting, weights, attacks, scenarios, defenses, batch_sizes, indices, seeds, local_steps, client_counts,
+            bin_counts,
         ):
+            if checkpoint is not None:
+                reason = checkpoint.misfit(model, spec)
+                if reason:
+                    if reason not in skipped:
+                        skipped.append(reason)
+                    continue
             steps = steps if scenario == "fedavg" else 1
             clients = (clients or None) if scenario in ("secagg", "imprint") else None
             bins = (bins or None) if scenario == "imprint" else None
@@ -486,6 +502,8 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
             )
             if scenario != "fedavg":
                 config["local_lr"] = run_defaults["local_lr"]
+            if checkpoint is not None:
+                config.update(weights=checkpoint.path, weights_sha256=checkpoint.sha256)
             run_id = run_id_for("attack", attack_identity(config))
             if run_id in seen:
                 continue
@@ -502,11 +520,13 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 "local_steps": steps,
                 "clients": clients,
                 "bins": bins,
+                "weights": checkpoint.label if checkpoint is not None else "init",
             }
             label = (
                 f"{dataset}/{model}/{attack}/{scenario_label(scenario, clients=clients, bins=bins)}"
                 f"{f'-E{steps}' if scenario == 'fedavg' else ''}/"
                 f"{defense_label(specs)}/b{batch}/i{start}/s{seed}"
+                + (f"/w-{checkpoint.label}" if checkpoint is not None else "")
             )
             runs.append(PlannedRun(run_id=run_id, kind="attack", label=label, config=config, axes=axes))
 
@@ -532,6 +552,53 @@ def scenario_label(scenario: str, *, clients: int | None = None, bins: int | Non
     elif scenario == "secagg":
         params.append(f"clients={clients or 2}")
     return f"{scenario}:{','.join(params)}" if params else scenario
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """One grid.weights checkpoint, read and pinned when the plan is made."""
+
+    label: str  # the file name, as the report shows it
+    path: str  # absolute
+    sha256: str
+    architecture: str | None
+    channels: int | None
+    image_size: int | None
+
+    def misfit(self, model: str, spec: Any) -> str | None:
+        """Why this checkpoint cannot serve ``model`` on dataset ``spec`` (None: it fits, as far as its
+        metadata says; the run itself checks every tensor's shape)."""
+        from gradleak.models import MODELS
+
+        if self.architecture is not None and self.architecture != model:
+            return f"weights {self.label} ({self.architecture}) do not fit model {model} on {spec.name}"
+        size_matters = MODELS.get(model).image_size is not None
+        if self.channels is not None and self.image_size is not None and (
+            self.channels != spec.channels or (size_matters and self.image_size != spec.image_size)
+        ):
+            return (f"weights {self.label} ({self.channels}x{self.image_size}x{self.image_size}) do not fit "
+                    f"{spec.name} ({spec.channels}x{spec.image_size}x{spec.image_size})")
+        return None
+
+
+def _weights_entries(value: Any, where: str) -> list[_Weights | None]:
+    """grid.weights → None (initialisation) or a pinned checkpoint per entry."""
+    from gradleak.models.checkpoint import read_checkpoint
+
+    out: list[_Weights | None] = []
+    for entry in _strings(value, "grid.weights", where):
+        if entry.lower() in ("", "none", "init"):
+            item = None
+        else:
+            try:
+                _, info = read_checkpoint(Path(entry).expanduser())
+            except GradleakError as error:
+                raise GradleakError(f"{where}: grid.weights: {error}") from None
+            item = _Weights(Path(info.path).name, info.path, info.sha256, info.architecture, info.channels,
+                            info.image_size)
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _run_settings(table: Mapping[str, Any], name: str, defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
