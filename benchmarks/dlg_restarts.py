@@ -1,7 +1,7 @@
 """Benchmark: the single-try original DLG against DLG with its stall guard, same images, same seeds, same run.
 
     python benchmarks/dlg_restarts.py                       # everything (~40 min on one busy thread)
-    python benchmarks/dlg_restarts.py --sets cifar100 --limit 5   # a smoke run
+    python benchmarks/dlg_restarts.py --sets cifar100 --limit 5   # 5 bundled + 5 held-out images
 
 The classic README commands, exactly as `python main.py` builds them (seed 1234, LeNet, one thread):
 `--dataset cifar100 --iters 300` and `--dataset mnist --iters 1200`, once with `--restarts 1` (the
@@ -60,12 +60,10 @@ def skimage_pictures(folder: Path) -> list[tuple[str, int]]:
 def cases(name: str, folder: Path, limit: int | None) -> list[tuple[str, str, dict]]:
     dataset, _, held_out = SETS[name]
     bundled = [(f"{dataset} test {i}", "bundled", dict(indices=[i], split="test")) for i in range(20)]
-    other = []
+    other = [(Path(path).name, "held-out", dict(images=[path], labels=[label])) for path, label in skimage_pictures(folder)]
     for path in sorted(SAMPLES.glob(f"{held_out}_*.png"))[:10]:
         label = int(path.stem.rsplit("_", 1)[1])
         other.append((path.name, "held-out", dict(images=[str(path)], labels=[label])))
-    for path, label in skimage_pictures(folder):
-        other.append((Path(path).name, "held-out", dict(images=[path], labels=[label])))
     if limit:
         bundled, other = bundled[:limit], other[:limit]
     return bundled + other
@@ -136,9 +134,18 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=sorted(SETS))
-    parser.add_argument("--limit", type=int, default=None, help="at most this many images per group (smoke run)")
+    parser.add_argument(
+        "--limit", type=int, default=None,
+        help="at most this many images per group: bundled 0..N-1; held-out the scikit-image pictures first",
+    )
     parser.add_argument("--jsonl", default=None, help="also append one JSON line per image to this file")
+    parser.add_argument("--table-from", nargs="+", default=None, metavar="JSONL",
+                        help="print the table of rows saved by earlier --jsonl runs (no attack)")
     args = parser.parse_args()
+    if args.table_from:
+        saved = [json.loads(line) for path in args.table_from for line in Path(path).read_text().splitlines() if line]
+        print(table(saved))
+        return 0
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, one thread; success = final PSNR >= 30 dB")
     rows: list[dict] = []
