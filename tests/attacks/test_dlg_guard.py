@@ -97,3 +97,21 @@ def test_metrics_json_and_curves_record_the_restarts(tmp_path: Path, capsys):
     single = run_experiment(RunConfig(**{**config.__dict__, "restarts": 1, "out": str(tmp_path / "one")}))
     assert single.metrics["restarts"] == 1 and len(single.metrics["attempts"]) == 1
     assert single.metrics["psnr"] < 10
+
+
+def test_the_classic_script_uses_the_guard_and_accepts_restarts_1(tmp_path: Path, capsys):
+    from gradleak.cli.main import classic_main
+
+    base = ["--dataset", "cifar100", "--split", "test", "--index", "2", "--no-download",
+            "--data-root", str(tmp_path / "none"), "--iters", "6", "--quiet"]
+    assert classic_main([*base, "--out", str(tmp_path / "guarded")]) == 0
+    out = capsys.readouterr().out
+    config = json.loads((tmp_path / "guarded" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "guarded" / "metrics.json").read_text())
+    assert config["attack"] == "dlg" and config["attack_settings"]["restarts"] == 8
+    # Image 2 with seed 1234: the original's fourth step throws a pixel to ~1e5; the guard restarts it.
+    assert metrics["attempts"][0]["reason"] == "blew up" and metrics["restarts"] == 2
+    assert "after 2 tries (1 restart(s): blew up at 4)" in out
+    assert classic_main([*base, "--restarts", "1", "--out", str(tmp_path / "single")]) == 0
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert single["restarts"] == 1 and [a["reason"] for a in single["attempts"]] == ["max_iterations"]
