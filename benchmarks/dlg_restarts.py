@@ -57,13 +57,14 @@ def skimage_pictures(folder: Path) -> list[tuple[str, int]]:
     return out
 
 
-def cases(name: str, folder: Path, limit: int | None) -> list[tuple[str, str, dict]]:
+def cases(name: str, folder: Path, limit: int | None, skip: int = 0) -> list[tuple[str, str, dict]]:
     dataset, _, held_out = SETS[name]
     bundled = [(f"{dataset} test {i}", "bundled", dict(indices=[i], split="test")) for i in range(20)]
     other = [(Path(path).name, "held-out", dict(images=[path], labels=[label])) for path, label in skimage_pictures(folder)]
     for path in sorted(SAMPLES.glob(f"{held_out}_*.png"))[:10]:
         label = int(path.stem.rsplit("_", 1)[1])
         other.append((path.name, "held-out", dict(images=[str(path)], labels=[label])))
+    bundled, other = bundled[skip:], other[skip:]
     if limit:
         bundled, other = bundled[:limit], other[:limit]
     return bundled + other
@@ -138,6 +139,7 @@ def main() -> int:
         "--limit", type=int, default=None,
         help="at most this many images per group: bundled 0..N-1; held-out the scikit-image pictures first",
     )
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N images of each group (to split a run)")
     parser.add_argument("--jsonl", default=None, help="also append one JSON line per image to this file")
     parser.add_argument("--table-from", nargs="+", default=None, metavar="JSONL",
                         help="print the table of rows saved by earlier --jsonl runs (no attack)")
@@ -151,7 +153,7 @@ def main() -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         for set_name in args.sets:
-            for label, group, case in cases(set_name, Path(folder), args.limit):
+            for label, group, case in cases(set_name, Path(folder), args.limit, args.skip):
                 row = {"set": set_name, "group": group, "image": label}
                 row["single"] = run_one(set_name, case, restarts=1)
                 row["guarded"] = run_one(set_name, case, restarts=None)

@@ -48,8 +48,9 @@ class DLG:
     the gradient best. Within a try the algorithm is DLG's own (L-BFGS lr 1, dummy label, no clamp);
     the first try is the original's seed-compatible N(0, 1) start; later ones draw their dummy image
     from N(``restart_mean``, ``restart_std``²), i.e. inside the pixel range, whose tries on the bundled
-    CIFAR-100 images worked about twice as often (11 of 14 against 6 of 14) and reached 30 dB in
-    ~40 instead of 130–230 L-BFGS steps (benchmarks/RESULTS.md). ``restarts=1`` is the single-try original.
+    CIFAR-100 images worked more often (12 of 14 against 7 of 14 40-step tries) and were at 23–32 dB
+    after 40 L-BFGS steps, where working N(0, 1) tries need 127–229 steps to reach 30 dB
+    (benchmarks/RESULTS.md). ``restarts=1`` is the single-try original.
     A warm start (``init``) is always a single try: restarting it from noise would discard it.
 
     Example:
