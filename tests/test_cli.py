@@ -559,7 +559,8 @@ def test_error_iters_not_positive(iters: int, tmp_path: Path, data_root: Path, c
     ("extra", "message"),
     [
         (["--attack", "ig", "--restarts", 0], "--restarts must be at least 1 (got 0)"),
-        (["--attack", "dlg", "--restarts", 2], "--restarts applies to the ig and auto attacks, not dlg"),
+        (["--attack", "dlg", "--restarts", 0], "--restarts must be at least 1 (got 0)"),
+        (["--attack", "analytic", "--restarts", 2], "--restarts applies to the dlg, idlg, ig and auto attacks, not analytic"),
     ],
 )
 def test_error_restarts(extra: list, message: str, tmp_path: Path, data_root: Path, capsys) -> None:

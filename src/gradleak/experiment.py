@@ -49,7 +49,7 @@ class RunConfig:
     attack: str = "dlg"
     tv_weight: float | None = None  # None: the attack's own default (0 for dlg, 1e-4 for ig)
     clamp: bool | None = None  # None: the attack's own default (off for dlg, on for ig)
-    restarts: int | None = None  # None: the attack's own default (ig/auto: 4); others have none
+    restarts: int | None = None  # None: the attack's own default (ig/auto: 4 at once; dlg/idlg: up to 8 tries); analytic has none
     scenario: str = "fedsgd"
     local_steps: int = 1
     local_lr: float = 1e-4
@@ -140,7 +140,9 @@ def prepare(config: RunConfig) -> Prepared:
         if config.restarts < 1:
             raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
         if "restarts" not in {f.name for f in dataclasses.fields(attack_factory)}:
-            raise GradleakError(f"--restarts applies to the ig and auto attacks, not {config.attack}: drop it or use --attack ig")
+            raise GradleakError(
+                f"--restarts applies to the dlg, idlg, ig and auto attacks, not {config.attack}: drop it or use --attack dlg"
+            )
     if config.noise_source is not None and "noise_source" not in {f.name for f in dataclasses.fields(attack_factory)}:
         raise GradleakError(
             f"--noise-source applies to the map and auto attacks, not {config.attack}: drop it or use --attack map"
@@ -359,6 +361,7 @@ class _Progress:
         self.targets = targets.cpu()
         self.losses: list[float] = []
         self.psnrs: list[float] = []
+        self.events: list[tuple[int, str]] = []
         self.bar = None
         if not quiet:
             from tqdm import tqdm
@@ -371,6 +374,11 @@ class _Progress:
         value = self._psnr(images[order], self.targets)
         self.losses.append(report.loss)
         self.psnrs.append(value)
+        if report.event is not None:
+            # e.g. DLG's stall guard starting again: printed above the bar (the summary repeats it)
+            self.events.append((report.iteration, report.event))
+            if self.bar is not None:
+                self.bar.write(report.event, file=sys.stderr)
         if self.bar is not None:
             self.bar.n = report.iteration
             self.bar.set_postfix(loss=f"{report.loss:.3g}", psnr=f"{value:.2f}dB", refresh=False)
@@ -420,6 +428,7 @@ def execute(prepared: Prepared) -> RunOutcome:
         "seconds": round(result.seconds, 3),
         "stop_reason": result.stop_reason,
         "restarts": result.restarts,
+        **({"attempts": [asdict(a) for a in result.attempts]} if result.attempts else {}),
         "final_loss": result.losses[-1] if result.losses else None,
         "per_image": [asdict(s) for s in score.per_image],
         **client_metrics(prepared, score),
@@ -544,7 +553,8 @@ def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: A
               "(use --attack dlg or ig for an iteration history)")
     captions = [f"{s.psnr:.1f} dB" for s in score.per_image]
     save_comparison(stage / "comparison.png", prepared.images, matched, captions)
-    save_curves(stage / "curves.png", progress.losses or result.losses, progress.psnrs)
+    restarts = [(a.start, a_prev.reason) for a_prev, a in zip(result.attempts, result.attempts[1:])]
+    save_curves(stage / "curves.png", progress.losses or result.losses, progress.psnrs, restarts=restarts)
     write_text(stage / "metrics.txt", classic_metrics_text(config, prepared.model_name, metrics))
     write_json(stage / "metrics.json", metrics)
     write_json(stage / "config.json", resolved_config(prepared))

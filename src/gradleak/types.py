@@ -68,6 +68,7 @@ class StepReport:
     iteration: int
     loss: float
     images: torch.Tensor  # current best guess, (B, C, H, W) in [0, 1], detached
+    event: str | None = None  # a one-line notice for the user (e.g. "restart 2/8 at iteration 20: stalled …")
 
 
 class StepObserver(Protocol):
@@ -87,6 +88,26 @@ class AttackResult:
     restarts: int = 1
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     extras: dict[str, float] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)  # the tries of a restarting attack, in order
+
+
+@dataclass
+class Attempt:
+    """One try of an attack that restarts itself (DLG's stall guard), judged without ground truth.
+
+    ``start`` is the run's iteration count when the try began (its first iteration is ``start + 1``),
+    ``iterations`` how many it ran, ``reason`` why it ended (``stalled``, ``diverged``, ``blew up``,
+    ``max_iterations``) with ``detail`` saying what was measured, ``start_loss``/``final_loss`` its
+    gradient distance at its start and end.
+    """
+
+    start: int
+    iterations: int
+    reason: str
+    detail: str
+    start_loss: float
+    final_loss: float
+    init: str
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def test_dlg_stops_on_divergence_and_returns_finite_images(lenet, bundled):
         tensors=tuple(t * float("inf") for t in update.tensors), kind="gradient", batch_size=1,
         input_shape=update.input_shape, num_classes=10,
     )
-    result = ATTACKS.get("dlg")(iterations=20).run(model, broken)
+    result = ATTACKS.get("dlg")(iterations=20, restarts=1).run(model, broken)
     assert result.stop_reason == "diverged" and torch.isfinite(result.images).all()
 
 

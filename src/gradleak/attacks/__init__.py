@@ -1,6 +1,7 @@
 """Gradient-inversion attacks. Each receives the model and a SharedUpdate, never the private data.
 
-Registered names: ``dlg`` (the original, faithful), ``idlg``, ``analytic`` (R-GAP-style exact
+Registered names: ``dlg`` (the original, with a stall guard that restarts a try that is not
+converging; ``restarts=1`` is the single-try original), ``idlg``, ``analytic`` (R-GAP-style exact
 inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates),
 ``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed) and ``auto``
 (picks among them without ground truth).
@@ -11,7 +12,7 @@ from __future__ import annotations
 from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error
 from gradleak.attacks.auto import Auto
 from gradleak.attacks.base import ATTACKS, Attack
-from gradleak.attacks.dlg import DLG, idlg
+from gradleak.attacks.dlg import DLG, IDLG, idlg
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.imprint import ImprintAttack
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
@@ -25,6 +26,7 @@ __all__ = [
     "Auto",
     "DLG",
     "ImprintAttack",
+    "IDLG",
     "InvertingGradients",
     "MapInversion",
     "idlg",

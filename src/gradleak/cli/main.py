@@ -63,14 +63,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     attack.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 for LeNets, else all cores)")
     attack.add_argument(
         "--attack", default=None,
-        help=f"one of {', '.join(ATTACKS.names())} (default {'dlg, the faithful original' if classic else _default_attack()})",
+        help=f"one of {', '.join(ATTACKS.names())} (default {'dlg, the original with its stall guard' if classic else _default_attack()})",
     )
     attack.add_argument(
         "--tv-weight", type=float, default=None, help="total-variation prior weight (default: the attack's, 0 for dlg)"
     )
     attack.add_argument(
         "--restarts", type=int, default=None,
-        help="random restarts, run as one batch (ig and auto; default 4); fewer is faster on deep models",
+        help="ig/auto: random restarts run as one batch (default 4; fewer is faster on deep models); "
+        "dlg/idlg: most tries within --iters, a try judged stuck is restarted (default 8; 1 = the single-try original)",
     )
     attack.add_argument(
         "--clamp", action="store_true", default=None,

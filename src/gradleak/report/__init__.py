@@ -170,8 +170,19 @@ def _save_mosaic(path: Path, targets: torch.Tensor, reconstructions: torch.Tenso
     _save_figure(fig, path)
 
 
-def save_curves(path: Path, losses: Sequence[float], psnrs: Sequence[float] | None = None) -> None:
-    """Gradient-matching loss (log scale) and, when known, PSNR against iterations."""
+def save_curves(
+    path: Path,
+    losses: Sequence[float],
+    psnrs: Sequence[float] | None = None,
+    *,
+    restarts: Sequence[tuple[int, str]] = (),
+) -> None:
+    """Gradient-matching loss (log scale) and, when known, PSNR against iterations.
+
+    ``restarts`` holds (iteration, reason) for each fresh start an attack made after giving up on a
+    try (DLG's stall guard); each is drawn as a dashed red line on both panels, so a curve that
+    jumps back up is read as a new start, not as the optimiser getting worse.
+    """
     plt = _figure()
     panels = 2 if psnrs else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 3.6), squeeze=False)
@@ -188,4 +199,11 @@ def save_curves(path: Path, losses: Sequence[float], psnrs: Sequence[float] | No
         axes[0, 1].set_xlabel("iteration")
         axes[0, 1].set_ylabel("PSNR (dB)")
         axes[0, 1].grid(True, alpha=0.3)
+    for number, (iteration, reason) in enumerate(restarts):
+        for ax in axes.flat:
+            ax.axvline(iteration + 0.5, color="tab:red", linestyle=":", linewidth=1.0,
+                       label=f"restart after {reason}" if number == 0 else None)
+    if restarts:
+        axes[0, 0].legend(fontsize=7, loc="best")
+        axes[0, 0].set_title(f"{len(restarts)} restart(s)", fontsize=9)
     _save_figure(fig, path)
