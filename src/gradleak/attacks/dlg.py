@@ -75,6 +75,7 @@ class DLG:
     restarts: int = 8  # most tries within the budget; 1 = the original single try
     check_at: int = 20  # a try's iteration at which it must have cut its distance by required_drop
     required_drop: float = 1e-2
+    _noise_floor = 0.0  # set per run from the update's defenses (not a config field)
     blowup_factor: float = 1e3
     blowup_pixel: float = 1e3
     restart_mean: float = 0.5  # dummy images of tries 2, 3, … ~ N(restart_mean, restart_std²)
@@ -112,6 +113,9 @@ class DLG:
         params = list(model.parameters())
         shape = (update.batch_size, *update.input_shape)
         max_tries = 1 if self.init is not None else self.restarts
+        # A defended update's distance cannot fall below the noise the client added (at the true image
+        # it is that noise's energy), so a try is not judged stalled above it alone.
+        self._noise_floor = _expected_noise_energy(update) if max_tries > 1 else 0.0
         fixed_targets = None
         if self.analytic_label:
             label = torch.tensor([idlg_label(update)], device=device)
@@ -244,12 +248,26 @@ class DLG:
         peak = float(images.abs().max())
         if peak > self.blowup_pixel:
             return "blew up", f"a dummy pixel reached {peak:.3g} (images live in [0, 1])"
-        if steps == self.check_at and loss > self.required_drop * start_loss:
+        if steps == self.check_at and loss > max(self.required_drop * start_loss, 2 * self._noise_floor):
             return "stalled", (
                 f"gradient distance {loss:.3g} after {steps} iterations, above {self.required_drop:g} x "
                 f"its start {start_loss:.3g}"
+                + (f" and twice the defense's expected noise energy {self._noise_floor:.3g}" if self._noise_floor else "")
             )
         return None
+
+
+def _expected_noise_energy(update: SharedUpdate) -> float:
+    """Σ of the expected noise variance over the update's entries (0 for an exact gradient)."""
+    from gradleak.attacks.noise_model import noise_model
+
+    if not update.defenses:
+        return 0.0
+    try:
+        noise = noise_model(update, source="published")
+    except GradleakError:
+        return 0.0
+    return float(sum(float(v.expand_as(t).double().sum()) for v, t in zip(noise.variances, update.tensors)))
 
 
 @dataclass
