@@ -56,3 +56,18 @@ def test_idlg_with_the_stall_guard_reconstructs_a_real_face_on_lenet64(tmp_path:
     assert result.losses[-1] < 1e-2 * result.attempts[-1].start_loss
     value = psnr(result.images, face)
     assert value > 11.5 and value > start + 5, (value, start)
+
+
+def test_gradleak_run_default_attack_recovers_the_face_on_lenet64(tmp_path: Path) -> None:
+    # What `gradleak run --dataset lfw --model lenet64` uses (auto): the lenet64's lowest layers are
+    # not determined by one gradient, so the analytic walk fits them with its smooth-TV prior
+    # (measured: 34.9 dB on this face, 18 s on a loaded machine).
+    from gradleak.attacks import Auto
+
+    face = lfw_face(tmp_path, index=1)
+    torch.manual_seed(1234)
+    model = build_model("lenet64", channels=3, image_size=64, num_classes=100)
+    update = FedSGD().share(model, face, torch.tensor([7]))
+    result = Auto().run(model, update)
+    assert result.labels.tolist() == [7]
+    assert psnr(result.images, face) > 25
