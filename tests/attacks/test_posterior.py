@@ -106,7 +106,7 @@ def test_ci_sized_defense_curve():
             rows += defense_curve.one_case("mnist", [index], spec, ref_steps=20)
     table = defense_curve.summarise(rows)
     lines = defense_curve.targets_met(table)
-    assert lines[0].endswith("yes"), lines
+    assert lines[0].endswith(": yes"), lines
     by = {(r["defense"], r["method"]): r for r in table}
     assert by[("gaussian:0.0001", "gradleak auto")]["median_psnr"] >= 20
     assert by[("prune:0.3", "gradleak auto")]["median_psnr"] >= 25
