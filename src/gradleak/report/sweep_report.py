@@ -367,6 +367,11 @@ def plot_against_defense(summary: Sequence[Mapping[str, Any]], family: str, path
     return True
 
 
+def _caption(ax: Any, text: str) -> None:
+    """A caption directly under an image (titles of stacked image axes read as the next row's)."""
+    ax.text(0.5, -0.04, text, transform=ax.transAxes, ha="center", va="top", fontsize=6)
+
+
 def plot_image_grid(records: Sequence[Mapping[str, Any]], family: str, path: Path, sweep_dir: Path) -> bool:
     """Targets, then one row of reconstructions per level of ``family`` (and no defense), for the
     attack with the highest mean PSNR; single-image runs saved with ``save_final``."""
@@ -399,7 +404,7 @@ def plot_image_grid(records: Sequence[Mapping[str, Any]], family: str, path: Pat
             axes[row][col].axis("off")
         if target is not None and target.is_file():
             axes[0][col].imshow(Image.open(target), cmap="gray", vmin=0, vmax=255)
-            axes[0][col].set_title(f"image {index}", fontsize=7)
+            _caption(axes[0][col], f"image {index} (private)")
         for row, value in enumerate(levels, 1):
             rec = cells.get((value, index))
             if rec is None:
@@ -407,7 +412,7 @@ def plot_image_grid(records: Sequence[Mapping[str, Any]], family: str, path: Pat
             axes[row][col].imshow(Image.open(sweep_dir / str(rec["out_dir"]) / "recon.png"), cmap="gray", vmin=0, vmax=255)
             name = "none" if value == -math.inf else f"{value:g}"
             psnr_value = rec.get("psnr")
-            axes[row][col].set_title(f"{name}: {psnr_value:.1f} dB" if psnr_value is not None else name, fontsize=6)
+            _caption(axes[row][col], f"{name}: {psnr_value:.1f} dB" if psnr_value is not None else name)
     fig.suptitle(f"{attack}: reconstructions per {family} level (top: the private images)", fontsize=8)
     _save(fig, path)
     return True
