@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from gradleak.attacks.base import ATTACKS, model_device, require_gradient
+from gradleak.attacks.base import ATTACKS, model_device, require_gradient, smooth_total_variation
 from gradleak.attacks.labels import as_gradient_signal, hidden_present_classes, idlg_label
 from gradleak.attacks.unmix import solve_linear_head
 from gradleak.errors import GradleakError
@@ -239,19 +239,12 @@ def _refine_jointly(
         grads = torch.autograd.grad(cross_entropy_for_soft_labels(model(x), targets), params, create_graph=True)
         loss = sum(((g - s) ** 2).sum() for g, s in zip(grads, shared)) * scale
         if tv_weight:
-            loss = loss + tv_weight * _smooth_tv(x, smoothing)
+            loss = loss + tv_weight * smooth_total_variation(x, smoothing)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     return x.detach().clamp(0, 1).cpu()
-
-
-def _smooth_tv(x: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Total variation with sqrt(d² + ε²) in place of |d|: differentiable everywhere, for L-BFGS."""
-    dy = x[..., 1:, :] - x[..., :-1, :]
-    dx = x[..., :, 1:] - x[..., :, :-1]
-    return torch.sqrt(dy**2 + smoothing**2).mean() + torch.sqrt(dx**2 + smoothing**2).mean()
 
 
 def _determined(conv: nn.Conv2d, in_shape: tuple[int, int, int], batch: int, *, margin: float = 1.25) -> bool:
@@ -310,7 +303,7 @@ def _fit_with_prior(
             loss = loss + ((delta.sum(dim=(0, 2, 3)) - gb) ** 2).sum() * scales[i][1]
             if i:
                 delta = conv2d_input(inputs[i].shape, w, delta, stride, padding) * inputs[i] * (1 - inputs[i])
-        return loss + prior_weight * _smooth_tv(x, smoothing)
+        return loss + prior_weight * smooth_total_variation(x, smoothing)
 
     if start is None:
         x = torch.full(input_shape, 0.5, dtype=torch.float64, device=activation.device, requires_grad=True)

@@ -42,6 +42,17 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
+def smooth_total_variation(images: torch.Tensor, smoothing: float, *, reduction: str = "mean") -> torch.Tensor:
+    """TV with sqrt(d² + ε²) in place of |d| over vertical and horizontal neighbour differences:
+    differentiable everywhere (for L-BFGS). ``reduction`` "mean" averages each direction's terms,
+    "sum" adds them (a log prior in a posterior energy: one term per pixel difference)."""
+    dy = torch.sqrt((images[..., 1:, :] - images[..., :-1, :]) ** 2 + smoothing**2)
+    dx = torch.sqrt((images[..., :, 1:] - images[..., :, :-1]) ** 2 + smoothing**2)
+    if reduction == "sum":
+        return dy.sum() + dx.sum()
+    return dy.mean() + dx.mean()
+
+
 def squared_l2_distance(dummy: Sequence[torch.Tensor], shared: Sequence[torch.Tensor]) -> torch.Tensor:
     """DLG's distance: Σ‖g' − g‖² over all parameter tensors."""
     return sum(((a - b) ** 2).sum() for a, b in zip(dummy, shared))  # type: ignore[return-value]

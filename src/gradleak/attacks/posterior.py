@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradleak.attacks.base import ATTACKS, finish, model_device, require_gradient
+from gradleak.attacks.base import ATTACKS, finish, model_device, require_gradient, smooth_total_variation
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
 from gradleak.attacks.noise_model import NOISE_SOURCES, noise_model
 from gradleak.errors import GradleakError
@@ -42,13 +42,6 @@ from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver,
 # modelled one. An exact gradient ends at the floor share, where the prior is negligible.
 _STAGE_SHARES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 _FLOOR_SHARE = 1e-7
-
-
-def smooth_total_variation(images: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Σ sqrt(d² + ε²) over horizontal and vertical neighbour differences (summed, per batch)."""
-    dy = images[..., 1:, :] - images[..., :-1, :]
-    dx = images[..., :, 1:] - images[..., :, :-1]
-    return torch.sqrt(dy**2 + smoothing**2).sum() + torch.sqrt(dx**2 + smoothing**2).sum()
 
 
 def predicted_update(
@@ -78,10 +71,11 @@ def image_prior(images: torch.Tensor, smoothing: float, *, chroma_weight: float)
     """Smooth TV of luminance plus ``chroma_weight`` × smooth TV of the two colour differences
     (RGB images); plain smooth TV for other channel counts."""
     if images.shape[1] != 3 or chroma_weight == 1.0:
-        return smooth_total_variation(images, smoothing)
+        return smooth_total_variation(images, smoothing, reduction="sum")
     luma = images.mean(dim=1, keepdim=True)
     chroma = images[:, (0, 2)] - luma
-    return smooth_total_variation(luma, smoothing) * 3 + chroma_weight * smooth_total_variation(chroma, smoothing)
+    luma_tv = smooth_total_variation(luma, smoothing, reduction="sum")
+    return luma_tv * 3 + chroma_weight * smooth_total_variation(chroma, smoothing, reduction="sum")
 
 
 @dataclass
