@@ -152,14 +152,14 @@ class MapInversion:
         losses: list[float] = []
         snapshots: list[tuple[int, torch.Tensor]] = []
         evaluations = 0
-        floor = energy.floor_variance
-        stages = [s * energy.mean_square for s in _STAGE_SHARES if s * energy.mean_square > max(energy.max_variance, floor)]
+        # (variances are already clamped to the floor, so the largest is at least the floor)
+        stages = [s * energy.mean_square for s in _STAGE_SHARES if s * energy.mean_square > energy.max_variance]
         stages.append(None)  # the modelled noise itself
         budget = [max(1, self.iterations // (2 * len(stages)))] * (len(stages) - 1)
         budget.append(max(1, self.iterations - sum(budget)))
         stop_reason = "max_iterations"
         for inflated, its in zip(stages, budget):
-            energy.set_stage(inflated)
+            energy.stage = inflated
             optimizer = torch.optim.LBFGS(
                 [x], lr=1, max_iter=its, history_size=50, line_search_fn="strong_wolfe",
                 tolerance_grad=1e-10, tolerance_change=1e-12,
@@ -187,11 +187,8 @@ class MapInversion:
                 stop_reason = "stopped: the posterior energy became non-finite"
                 break
         images = x.detach().clamp(0, 1).cpu()
-        energy.set_stage(None)
-        final = float(energy(images.to(device)).detach())
-        prior_strength, energy.prior = energy.prior, 0.0
-        discrepancy = float(energy(images.to(device)).detach()) / max(energy.expected_data, 1.0)
-        energy.prior = prior_strength
+        energy.stage = None
+        final, discrepancy = energy.evaluate(images.to(device))
         if stop_reason == "max_iterations":
             stop_reason = f"MAP inversion under {noise.description}"
         result = AttackResult(
@@ -227,11 +224,7 @@ def posterior_energy(
         model, update, noise, labels, prior=attack.tv_weight, smoothing=attack.smoothing, clamp=attack.clamp,
         chroma_weight=attack.chroma_weight,
     )
-    x = images.to(model_device(model))
-    total = float(energy(x).detach())
-    energy.prior = 0.0
-    data = float(energy(x).detach())
-    return total, data / max(energy.expected_data, 1.0)
+    return energy.evaluate(images.to(model_device(model)))
 
 
 class _Energy:
@@ -250,19 +243,17 @@ class _Energy:
         sent = [t if m is None else t[m] for t, m in zip(self.shared, self.masks)]
         count = sum(s.numel() for s in sent)
         self.mean_square = float(sum(float((s.double() ** 2).sum()) for s in sent)) / max(count, 1)
-        self.floor_variance = _FLOOR_SHARE * self.mean_square
         self.expected_data = count / 2
-        self.variances = [v.to(device).clamp_min(self.floor_variance) for v in noise.variances]
+        floor = _FLOOR_SHARE * self.mean_square
+        self.variances = [v.to(device).clamp_min(floor) for v in noise.variances]
         self.max_variance = max(float(v.max()) for v in self.variances)
         self.mean_variance = float(
             sum(float(v.expand_as(t).double().sum()) for v, t in zip(self.variances, self.shared))
         ) / max(sum(t.numel() for t in self.shared), 1)
-        self.stage: float | None = None
+        self.stage: float | None = None  # an inflated noise variance (continuation), None: the modelled one
 
-    def set_stage(self, inflated: float | None) -> None:
-        self.stage = inflated
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data term, weighted prior term) of E(x)."""
         seen = x.clamp(0, 1) if self.clamp else x
         predicted = predicted_update(self.model, seen, self.labels, self.update.num_classes, clip=self.noise.clip)
         data = torch.zeros((), device=x.device, dtype=x.dtype)
@@ -270,7 +261,16 @@ class _Energy:
             variance = v if self.stage is None else v.clamp_min(self.stage)
             residual = (p - s) ** 2 / (2 * variance)
             data = data + (residual if m is None else residual * m).sum()
-        return data + self.prior * image_prior(seen, self.smoothing, chroma_weight=self.chroma_weight)
+        return data, self.prior * image_prior(seen, self.smoothing, chroma_weight=self.chroma_weight)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        data, prior = self.terms(x)
+        return data + prior
+
+    def evaluate(self, x: torch.Tensor) -> tuple[float, float]:
+        """(E(x), data term / its expectation at the true image), from one evaluation."""
+        data, prior = self.terms(x)
+        return float((data + prior).detach()), float(data.detach()) / max(self.expected_data, 1.0)
 
 
 ATTACKS.register("map", MapInversion)
