@@ -258,16 +258,16 @@ class DLG:
 
 
 def _expected_noise_energy(update: SharedUpdate) -> float:
-    """Σ of the expected noise variance over the update's entries (0 for an exact gradient)."""
-    from gradleak.attacks.noise_model import noise_model
+    """The distance the true image leaves under the declared defenses (0 without, or for a defense
+    without a published noise model)."""
+    from gradleak.attacks.noise_model import expected_noise_energy, noise_model
 
     if not update.defenses:
         return 0.0
     try:
-        noise = noise_model(update, source="published")
+        return expected_noise_energy(update, noise_model(update, source="published"))
     except GradleakError:
         return 0.0
-    return float(sum(float(v.expand_as(t).double().sum()) for v, t in zip(noise.variances, update.tensors)))
 
 
 @dataclass

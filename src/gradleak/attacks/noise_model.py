@@ -34,6 +34,9 @@ import math
 import torch
 
 from gradleak.attacks.labels import last_layer_weight_gradient
+from gradleak.defenses import DPSGD, GaussianNoise, HalfPrecision, Int8Quantization, LaplacianNoise, Prune
+from gradleak.defenses import parse_defense
+from gradleak.defenses.quantize import fp16_roundtrip, int8_scale
 from gradleak.errors import GradleakError
 from gradleak.types import NoiseModel, SharedUpdate
 
@@ -56,7 +59,7 @@ def fp16_rounding_variance(values: torch.Tensor) -> torch.Tensor:
 
 def int8_rounding_variance(values: torch.Tensor) -> torch.Tensor:
     """Variance of the per-tensor symmetric int8 rounding error: step²/12, step = max|v|/127."""
-    step = values.detach().abs().max().double() / 127
+    step = int8_scale(values).double()
     return (step**2 / 12).to(values.dtype)
 
 
@@ -66,9 +69,6 @@ def _zeros(update: SharedUpdate) -> list[torch.Tensor]:
 
 def published_noise_model(update: SharedUpdate) -> NoiseModel:
     """The perturbation implied by the defenses the update declares (``update.defenses``)."""
-    from gradleak.defenses import DPSGD, GaussianNoise, HalfPrecision, Int8Quantization, LaplacianNoise, Prune
-    from gradleak.defenses import parse_defense
-
     variances = _zeros(update)
     masks: list[torch.Tensor] | None = None
     clip: float | None = None
@@ -117,11 +117,11 @@ def estimated_noise_model(update: SharedUpdate) -> NoiseModel:
         else:
             masks.append(torch.ones_like(sent))
         values = t[sent] if bool(sent.any()) else t.flatten()
-        if t.dtype == torch.float32 and bool((values.half().float() == values).all()) and values.numel() > 16:
+        if t.dtype == torch.float32 and bool((fp16_roundtrip(values) == values).all()) and values.numel() > 16:
             variances.append(fp16_rounding_variance(t))
             quantised_fp16 += 1
             continue
-        step = float(values.abs().max()) / 127 if values.numel() else 0.0
+        step = float(int8_scale(values))  # the int8 defense's own scale, max|v| / 127
         if step > 0 and values.numel() > 16:
             codes = values.double() / step
             if float((codes - codes.round()).abs().max()) < 1e-3:
@@ -139,7 +139,7 @@ def estimated_noise_model(update: SharedUpdate) -> NoiseModel:
     additive = float((singular[rank:] ** 2).sum()) / dof if dof > 0 else 0.0
     sent_share = float(masks[index].float().mean())
     additive /= max(sent_share, 1e-12)  # zeros of pruning carry no noise energy
-    rounding = float(variances[index].double().mean()) if variances[index].dim() else float(variances[index])
+    rounding = float(variances[index].double().mean())
     additive = max(additive - rounding, 0.0)
     # Below ~1e-9 of the head's mean square the residual is float rounding of an exact gradient.
     if additive < 1e-9 * float((head.double() ** 2).mean()):
@@ -168,11 +168,22 @@ def noise_model(update: SharedUpdate, *, source: str = "auto") -> NoiseModel:
     return estimated_noise_model(update)
 
 
+def _sent(update: SharedUpdate, model: NoiseModel, i: int) -> torch.Tensor:
+    tensor = update.tensors[i]
+    return model.masks[i] if model.masks is not None else torch.ones_like(tensor, dtype=torch.bool)
+
+
+def expected_noise_energy(update: SharedUpdate, model: NoiseModel) -> float:
+    """Σ of the expected noise variance over the entries sent: the squared-L2 gradient distance
+    that the true image itself leaves (0 for an exact gradient)."""
+    return sum(
+        float((v.expand_as(t).double() * _sent(update, model, i)).sum())
+        for i, (t, v) in enumerate(zip(update.tensors, model.variances))
+    )
+
+
 def relative_noise_level(update: SharedUpdate, model: NoiseModel) -> float:
     """Expected noise energy over the update's energy (0 for an exact gradient), a scale-free level."""
-    noise = signal = 0.0
-    for i, (t, v) in enumerate(zip(update.tensors, model.variances)):
-        mask = model.masks[i] if model.masks is not None else torch.ones_like(t, dtype=torch.bool)
-        noise += float((v.expand_as(t).double() * mask).sum())
-        signal += float((t.double() ** 2 * mask).sum())
+    noise = expected_noise_energy(update, model)
+    signal = sum(float((t.double() ** 2 * _sent(update, model, i)).sum()) for i, t in enumerate(update.tensors))
     return noise / max(signal, 1e-300) if math.isfinite(noise) else math.inf
