@@ -139,11 +139,11 @@ def prepare(config: RunConfig) -> Prepared:
     if config.restarts is not None:
         if config.restarts < 1:
             raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
-        if "restarts" not in {f.name for f in dataclasses.fields(attack_factory)}:
+        if not _has_setting(attack_factory, "restarts"):
             raise GradleakError(
                 f"--restarts applies to the dlg, idlg, ig and auto attacks, not {config.attack}: drop it or use --attack dlg"
             )
-    if config.noise_source is not None and "noise_source" not in {f.name for f in dataclasses.fields(attack_factory)}:
+    if config.noise_source is not None and not _has_setting(attack_factory, "noise_source"):
         raise GradleakError(
             f"--noise-source applies to the map and auto attacks, not {config.attack}: drop it or use --attack map"
         )
@@ -302,6 +302,11 @@ def check_weights(checkpoint: Any, *, model_name: str, spec: Any, classes: int |
 
     check_fits(checkpoint, model_name=model_name, channels=spec.channels, image_size=spec.image_size,
                num_classes=classes, dataset=spec.name, size_matters=MODELS.get(model_name).image_size is not None)
+
+
+def _has_setting(attack_factory: Any, name: str) -> bool:
+    """Whether a (dataclass) attack has the setting ``name`` that a flag would override."""
+    return name in {f.name for f in dataclasses.fields(attack_factory)}
 
 
 def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
