@@ -112,17 +112,13 @@ def digits_shape(model: str | None) -> tuple[str, int, int]:
 def load_training_data(config: TrainConfig) -> tuple[str, str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """(model, dataset, train x, train y, test x, test y, classes) for ``config``."""
     from gradleak.models import check_compatible, default_model
-    from gradleak.utility import UtilityConfig, _subset, load_digits_images, load_split
+    from gradleak.utility import UtilityConfig, digits_subsets, load_split
 
     if config.dataset == DIGITS:
         model, channels, size = digits_shape(config.model)
-        xtr, ytr, xte, yte = load_digits_images(channels=channels, image_size=size)
-        if config.train_size:
-            keep = _subset(len(ytr), config.train_size, 1)
-            xtr, ytr = xtr[keep], ytr[keep]
-        if config.test_size:
-            keep = _subset(len(yte), config.test_size, 2)
-            xte, yte = xte[keep], yte[keep]
+        xtr, ytr, xte, yte = digits_subsets(
+            channels=channels, image_size=size, train_size=config.train_size, test_size=config.test_size
+        )
         return model, DIGITS, xtr, ytr, xte, yte, 10
     from gradleak.data import get_spec
 

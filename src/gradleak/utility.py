@@ -154,6 +154,21 @@ def load_digits_images(*, channels: int = 1, image_size: int = 28, seed: int = 0
     return images[train], labels[train], images[test], labels[test]
 
 
+def digits_subsets(
+    *, channels: int, image_size: int, train_size: int, test_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`load_digits_images`, each split cut to a fixed random subset of ``train_size`` /
+    ``test_size`` images (0: the whole split)."""
+    xtr, ytr, xte, yte = load_digits_images(channels=channels, image_size=image_size)
+    if train_size:
+        keep = _subset(len(ytr), train_size, 1)
+        xtr, ytr = xtr[keep], ytr[keep]
+    if test_size:
+        keep = _subset(len(yte), test_size, 2)
+        xte, yte = xte[keep], yte[keep]
+    return xtr, ytr, xte, yte
+
+
 def _subset(n: int, size: int, seed: int) -> list[int]:
     if size <= 0 or size >= n:
         return list(range(n))
@@ -164,13 +179,9 @@ def _subset(n: int, size: int, seed: int) -> list[int]:
 def load_split(config: UtilityConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, int]:
     """Train x, y, test x, y and (channels, image size, classes) for ``config.dataset``."""
     if config.dataset == DIGITS:
-        xtr, ytr, xte, yte = load_digits_28()
-        if config.train_size:
-            keep = _subset(len(ytr), config.train_size, 1)
-            xtr, ytr = xtr[keep], ytr[keep]
-        if config.test_size:
-            keep = _subset(len(yte), config.test_size, 2)
-            xte, yte = xte[keep], yte[keep]
+        xtr, ytr, xte, yte = digits_subsets(
+            channels=1, image_size=28, train_size=config.train_size, test_size=config.test_size
+        )
         return xtr, ytr, xte, yte, 1, 28, 10
     from gradleak.data import dataset_size, get_spec, load_samples, num_classes
 
