@@ -39,7 +39,7 @@ from reference_dlg import run_reference_on_shared  # noqa: E402
 from gradleak.attacks import Auto  # noqa: E402
 from gradleak.data import load_samples  # noqa: E402
 from gradleak.defenses import parse_defenses  # noqa: E402
-from gradleak.metrics import match_reconstructions, psnr, ssim  # noqa: E402
+from gradleak.metrics import score_batch  # noqa: E402
 from gradleak.models import build_model  # noqa: E402
 from gradleak.scenarios import FedSGD  # noqa: E402
 
@@ -66,15 +66,6 @@ def _model_for(images: torch.Tensor, classes: int) -> torch.nn.Module:
     return build_model("lenet" if channels == 3 else "lenetmnist", channels=channels, image_size=side, num_classes=classes)
 
 
-def _matched(recon: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
-    """(mean PSNR, worst PSNR, mean SSIM) after optimal matching (identity for one image)."""
-    recon = recon.detach().clamp(0, 1).cpu()
-    order = match_reconstructions(recon, targets) if targets.shape[0] > 1 else [0]
-    values = [psnr(recon[order][i : i + 1], targets[i : i + 1]) for i in range(targets.shape[0])]
-    similarity = [ssim(recon[order][i : i + 1], targets[i : i + 1]) for i in range(targets.shape[0])]
-    return statistics.fmean(values), min(values), statistics.fmean(similarity)
-
-
 def one_case(dataset: str, indices: list[int], spec: str, *, ref_steps: int, methods: tuple[str, ...] = METHODS) -> list[dict[str, Any]]:
     """Every method on one defended update; one row per method."""
     images, labels = load_samples(dataset, indices, split="test", download=False, root="/nonexistent")
@@ -98,7 +89,9 @@ def one_case(dataset: str, indices: list[int], spec: str, *, ref_steps: int, met
                 idlg=method == "iDLG", generator=torch.Generator().manual_seed(SEED),
             )
         seconds = time.perf_counter() - start
-        mean_psnr, worst, mean_ssim = _matched(recon, images)
+        # The runner's own scoring (optimal matching for a batch); labels are not scored here.
+        score = score_batch(recon.detach().clamp(0, 1).cpu(), images, true_labels=labels, recovered_labels=labels)
+        mean_psnr, worst, mean_ssim = score.psnr, min(s.psnr for s in score.per_image), score.ssim
         rows.append({
             "dataset": dataset, "indices": indices, "batch": len(indices), "defense": spec, "method": method,
             "psnr": round(mean_psnr, 3), "worst_psnr": round(worst, 3), "ssim": round(mean_ssim, 4),
