@@ -6,6 +6,7 @@ attack receives only that update and the server's model, never the private data.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -32,6 +33,12 @@ class SharedUpdate:
         clients: how many clients' updates were aggregated into ``tensors`` (secure aggregation:
             the server sees only their batch-size-weighted mean; 1 for a single client).
             ``batch_size`` is then the total over all clients.
+        parameter_names: the names (``model.named_parameters()``) of the parameters the tensors
+            belong to, in order; ``None`` means every parameter of the model, in order. A model
+            with frozen parameters sends only the trainable ones.
+        training: the mode the client's forward pass ran in (``True``: BatchNorm uses batch
+            statistics, ``False``: running statistics); ``None``: the model's own mode.
+        local_batch_size: FedAvg mini-batch size (``None``: full batch each local step).
     """
 
     tensors: tuple[torch.Tensor, ...]
@@ -44,21 +51,13 @@ class SharedUpdate:
     known_labels: torch.Tensor | None = None
     defenses: tuple[str, ...] = ()
     clients: int = 1
+    parameter_names: tuple[str, ...] | None = None
+    training: bool | None = None
+    local_batch_size: int | None = None
 
     def replace_tensors(self, tensors: tuple[torch.Tensor, ...], defense: str) -> SharedUpdate:
         """A copy carrying ``tensors`` with ``defense`` appended to :attr:`defenses`."""
-        return SharedUpdate(
-            tensors=tuple(tensors),
-            kind=self.kind,
-            batch_size=self.batch_size,
-            input_shape=self.input_shape,
-            num_classes=self.num_classes,
-            local_steps=self.local_steps,
-            local_lr=self.local_lr,
-            known_labels=self.known_labels,
-            defenses=(*self.defenses, defense),
-            clients=self.clients,
-        )
+        return dataclasses.replace(self, tensors=tuple(tensors), defenses=(*self.defenses, defense))
 
 
 @dataclass
@@ -138,3 +137,23 @@ class NoiseModel:
     def perturbed(self) -> bool:
         """Whether the update is expected to differ from the exact gradient at all."""
         return self.masks is not None or self.clip is not None or any(bool((v > 0).any()) for v in self.variances)
+
+
+@dataclass(frozen=True)
+class NoiseContribution:
+    """What one defense declares it does to the shared values (its published noise model).
+
+    Each defense returns one from ``noise_contribution(update)``; the noise model adds the
+    variances up, intersects the masks and keeps the clipping norm, without knowing the defense.
+
+    Attributes:
+        variances: per shared tensor, the variance it adds (broadcastable to the tensor), or ``None``.
+        masks: per shared tensor, ``True`` where values were sent (pruning), or ``None``.
+        clip: DP-SGD's per-example clipping norm, or ``None``.
+        description: one line, e.g. ``"Gaussian noise of variance 0.0001"``.
+    """
+
+    variances: tuple[torch.Tensor, ...] | None = None
+    masks: tuple[torch.Tensor, ...] | None = None
+    clip: float | None = None
+    description: str = ""
