@@ -113,7 +113,7 @@ class Started:
                     os.killpg(group, sig)
                 except (ProcessLookupError, PermissionError):
                     pass
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 5
             for process in self.processes:
                 try:
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -179,13 +179,15 @@ def run_federation(out: Path, *, supernodes: int, run_config: str, timeout: floa
                 "--disable-runtime-dependency-installation",
             ])
             wait_for_port(link_port, link, "the SuperLink", 120)
-            for partition in range(supernodes):
+            nodes = []
+            for partition in range(supernodes):  # start all, then wait: they come up in parallel
                 node_port = free_port()
-                node = start(f"supernode-{partition}", [
+                nodes.append((node_port, start(f"supernode-{partition}", [
                     "flower-supernode", "--insecure", "--superlink", f"{LOOPBACK}:{link_port}",
                     "--host", LOOPBACK, "--port", str(node_port),
                     "--node-config", f"partition-id={partition} num-partitions={supernodes}",
-                ])
+                ])))
+            for partition, (node_port, node) in enumerate(nodes):
                 wait_for_port(node_port, node, f"SuperNode {partition}", 120)
             submit = start("flwr-run", ["flwr", "run", str(APP_DIR), CONNECTION, "--run-config", config, "--stream"])
             deadline = time.monotonic() + timeout
@@ -218,6 +220,8 @@ def main() -> None:
     parser.add_argument("--run-config", default="", help="Flower run config overrides, e.g. 'num-server-rounds=3'")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run (default 600)")
     args = parser.parse_args()
+    # Stopped from outside (a test's timeout, `kill`): unwind so that every Flower process is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(run_federation(args.out.resolve(), supernodes=args.supernodes, run_config=args.run_config,
                             timeout=args.timeout))
 
