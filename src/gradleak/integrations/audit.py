@@ -6,17 +6,16 @@ The server knows only what it sent (its weights and its training config) and wha
 (the client's weights and the example count a FedAvg client reports anyway); the weight change
 and that config are the whole of what the attack sees.
 
-Example (a client that took one SGD step on one bundled CIFAR-10 image):
-    >>> import tempfile, torch
+Example (a client that took one SGD step on one image):
+    >>> import tempfile, torch, gradleak
     >>> from gradleak.models import build_model
-    >>> from gradleak.scenarios import FedAvg
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> model = build_model("lenet", channels=3, image_size=32, num_classes=10)
     >>> image, label = torch.rand(1, 3, 32, 32), torch.tensor([3])
-    >>> delta = FedAvg(local_steps=1, local_lr=0.1).share(model, image, label).tensors
+    >>> sent = gradleak.client_update(model, image, label, scenario="fedavg", local_steps=1, local_lr=0.1)
     >>> before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    >>> after = {n: before[n] + d for (n, _), d in zip(model.named_parameters(), delta)}
+    >>> after = {n: before[n] + d for (n, _), d in zip(model.named_parameters(), sent.tensors)}
     >>> received = ReceivedUpdate(1, "7", before, after, num_examples=1, plan=TrainingPlan(0.1, 1))
     >>> auditor = LeakageAuditor(model, tempfile.mkdtemp() + "/audit", input_shape=(3, 32, 32),
     ...                          reference=lambda r, c: (image, label))
@@ -41,8 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+import gradleak
 from gradleak.errors import GradleakError
-from gradleak.integrations import _workbench
 from gradleak.integrations.audit_report import write_client_page, write_index
 from gradleak.types import SharedUpdate
 
@@ -159,6 +158,21 @@ def shared_update(
     )
 
 
+def score_row(scored: Any) -> dict[str, Any]:
+    """A :class:`~gradleak.metrics.BatchScore` as plain numbers for ``metrics.json``."""
+    return {
+        "psnr": scored.psnr,
+        "ssim": scored.ssim,
+        "mse": scored.mse,
+        "label_accuracy": scored.label_accuracy,
+        "per_image": [
+            {"psnr": s.psnr, "ssim": s.ssim, "mse": s.mse, "label": s.label, "recovered_label": s.recovered_label}
+            for s in scored.per_image
+        ],
+        "order": list(scored.order),
+    }
+
+
 @dataclass
 class LeakageAuditor:
     """Attack every received client update and write ``round-RRR/client-ID/`` plus an index page.
@@ -273,8 +287,9 @@ class LeakageAuditor:
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
         try:
-            result = _workbench.reconstruct(
-                server_model, update, attack=self.attack, seed=self.seed, **dict(self.attack_settings)
+            result = gradleak.reconstruct(
+                server_model, update, attack=self.attack, generator=torch.Generator().manual_seed(self.seed),
+                **dict(self.attack_settings),
             )
         finally:
             if self.torch_threads is not None and self._pool is None:
@@ -296,7 +311,7 @@ class LeakageAuditor:
         truth = self.reference(received.server_round, received.client) if self.reference is not None else None
         if truth is not None:
             images, labels = truth
-            row.update(_workbench.score(result, images, labels))
+            row.update(score_row(gradleak.score(result, images, labels)))
         folder = self.out_dir / f"round-{received.server_round:03d}" / f"client-{received.client}"
         write_client_page(folder, row, result.images, truth[0] if truth is not None else None)
         row["folder"] = str(folder.relative_to(self.out_dir))
