@@ -111,7 +111,7 @@ def test_epsilon_from_opacus_agrees_with_dp_accounting():
 @pytest.mark.parametrize(
     "spec, words",
     [
-        ("opacus", "missing noise_multiplier and max_grad_norm"),
+        ("opacus", "missing max_grad_norm and noise_multiplier"),
         ("opacus:noise_multiplier=1", "missing max_grad_norm"),
         ("opacus:noise_multiplier=1,max_grad_norm=0", "max_grad_norm must be > 0"),
         ("opacus:noise_multiplier=-1,max_grad_norm=1", "noise_multiplier must be >= 0"),

@@ -27,8 +27,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from gradleak.defenses.base import DEFENSES, DefenseKind, SpecError, parse_number
-from gradleak.defenses.dpsgd import DPSGD
+from gradleak.defenses.base import DEFENSES, DefenseKind
+from gradleak.defenses.dpsgd import DPSGD, check_dp_settings, parse_dp_settings
 from gradleak.errors import GradleakError
 from gradleak.types import NoiseContribution, SharedUpdate
 
@@ -63,18 +63,10 @@ class OpacusDPSGD:
     delta: float = 1e-5
 
     def __post_init__(self) -> None:
-        bad = []
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
-            bad.append(f"max_grad_norm must be a positive number (got {self.max_grad_norm})")
-        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
-            bad.append(f"noise_multiplier must be >= 0 (got {self.noise_multiplier})")
-        if not 0 < self.delta < 1:
-            bad.append(f"delta must be in (0, 1) (got {self.delta})")
-        if bad:
-            raise GradleakError(
-                f"bad Opacus DP-SGD settings: {'; '.join(bad)}: pass e.g. "
-                "opacus:noise_multiplier=1.0,max_grad_norm=1.0"
-            )
+        check_dp_settings(
+            self.max_grad_norm, self.noise_multiplier, self.delta, names=("max_grad_norm", "noise_multiplier"),
+            example="opacus:noise_multiplier=1.0,max_grad_norm=1.0",
+        )
 
     @property
     def name(self) -> str:
@@ -181,34 +173,8 @@ class OpacusDPSGD:
         return self.as_dpsgd().epsilon(steps=steps, sample_rate=sample_rate)
 
 
-_KEYS = {"noise_multiplier": "noise_multiplier", "max_grad_norm": "max_grad_norm", "delta": "delta"}
-
-
 def _build_opacus(arg: str | None) -> OpacusDPSGD:
-    if arg is None or not arg.strip():
-        raise SpecError("missing noise_multiplier and max_grad_norm")
-    values: dict[str, float] = {}
-    for part in arg.split(","):
-        key, sep, value = part.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            raise SpecError(f"{part.strip()!r} is not key=value")
-        if key not in _KEYS:
-            raise SpecError(f"unknown key {key!r} (keys: {', '.join(_KEYS)})")
-        if key in values:
-            raise SpecError(f"{key} given twice")
-        if key == "max_grad_norm":
-            values[key] = parse_number(value, "max_grad_norm", low=0.0, low_open=True)
-        elif key == "noise_multiplier":
-            values[key] = parse_number(value, "noise_multiplier", low=0.0)
-        else:
-            values[key] = parse_number(value, "delta", low=0.0, high=1.0, low_open=True)
-            if values[key] >= 1:
-                raise SpecError(f"the delta must be in (0, 1) (got {values[key]:g})")
-    missing = [key for key in ("noise_multiplier", "max_grad_norm") if key not in values]
-    if missing:
-        raise SpecError(f"missing {' and '.join(missing)}")
-    return OpacusDPSGD(**values)
+    return OpacusDPSGD(**parse_dp_settings(arg, clip="max_grad_norm", sigma="noise_multiplier"))
 
 
 DEFENSES.register(

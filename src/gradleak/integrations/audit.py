@@ -115,6 +115,10 @@ def shared_update(
 ) -> SharedUpdate:
     """The weight change a client sent, as the :class:`SharedUpdate` an attack takes.
 
+    One full-batch local step is handed over as the gradient it equals (``-change / lr``), so that
+    gradient attacks and noise models for defended gradients apply; more steps or mini-batches
+    stay a ``weight_delta`` with the step count, learning rate and batch size.
+
     Raises:
         GradleakError: one line when the client sent something other than the model's
             parameters (missing or unexpected names, other shapes, non-finite values).
@@ -143,6 +147,19 @@ def shared_update(
         raise GradleakError(f"{who} reported {received.num_examples!r} examples: expected a whole number >= 1")
     plan = received.plan
     batch = plan.local_batch_size
+    if plan.local_steps == 1 and (batch is None or batch >= received.num_examples):
+        # One full-batch SGD step: the change is exactly -lr x the gradient the client computed,
+        # so the attack gets that gradient (with its declared defenses, e.g. DP-SGD's noise model).
+        return SharedUpdate(
+            tensors=tuple(-t / float(plan.local_lr) for t in tensors),
+            kind="gradient",
+            batch_size=received.num_examples,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            defenses=tuple(defenses),
+            parameter_names=tuple(names),
+            training=True,
+        )
     return SharedUpdate(
         tensors=tuple(tensors),
         kind="weight_delta",
@@ -300,9 +317,10 @@ class LeakageAuditor:
             "status": "ok",
             "attack": self.attack,
             "batch_size": update.batch_size,
-            "local_steps": update.local_steps,
-            "local_lr": update.local_lr,
-            "local_batch_size": update.local_batch_size,
+            "local_steps": received.plan.local_steps,
+            "local_lr": received.plan.local_lr,
+            "local_batch_size": received.plan.local_batch_size,
+            "attacked_as": update.kind,
             "defenses": list(update.defenses),
             "attack_seconds": result.seconds,
             "stop_reason": result.stop_reason,
