@@ -141,10 +141,14 @@ class GradleakAudit(Strategy):
     ) -> Iterable[Message]:
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
         sent: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+        converted: dict[int, dict[str, torch.Tensor]] = {}  # strategies send one record to all nodes
         for message in messages:
             try:
                 content = message.content
-                weights = _state_dict(content[self.arrays_key])
+                record = content[self.arrays_key]
+                if id(record) not in converted:
+                    converted[id(record)] = _state_dict(record)
+                weights = converted[id(record)]
                 train_config = dict(content[self.config_key]) if self.config_key in content else {}
                 sent[message.metadata.dst_node_id] = (weights, train_config)
             except Exception as error:  # noqa: BLE001 - auditing must not stop the federation
