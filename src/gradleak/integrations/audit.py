@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import gradleak
+from gradleak.api import reconstruct, score
 from gradleak.errors import GradleakError
 from gradleak.integrations.audit_report import write_client_page, write_index
 from gradleak.types import SharedUpdate
@@ -304,7 +304,7 @@ class LeakageAuditor:
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
         try:
-            result = gradleak.reconstruct(
+            result = reconstruct(
                 server_model, update, attack=self.attack, generator=torch.Generator().manual_seed(self.seed),
                 **dict(self.attack_settings),
             )
@@ -329,7 +329,7 @@ class LeakageAuditor:
         truth = self.reference(received.server_round, received.client) if self.reference is not None else None
         if truth is not None:
             images, labels = truth
-            row.update(score_row(gradleak.score(result, images, labels)))
+            row.update(score_row(score(result, images, labels)))
         folder = self.out_dir / f"round-{received.server_round:03d}" / f"client-{received.client}"
         write_client_page(folder, row, result.images, truth[0] if truth is not None else None)
         row["folder"] = str(folder.relative_to(self.out_dir))
