@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradleak import __version__
+from gradleak.version import __version__
 from gradleak.errors import GradleakError
 from gradleak.io.staging import check_output_folder, staged_folder
 from gradleak.runtime import resolve_device, seed_everything

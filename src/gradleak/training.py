@@ -223,7 +223,7 @@ def train_model(config: TrainConfig, *, progress: bool = False,
             bar.close()
     model.train()
     seconds = time.perf_counter() - start
-    from gradleak import __version__
+    from gradleak.version import __version__
 
     metadata: dict[str, Any] = {
         "architecture": model_name,

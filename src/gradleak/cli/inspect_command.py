@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gradleak.cli.main import OneLineParser, register_command
+from gradleak.cli.parsing import OneLineParser
 from gradleak.errors import GradleakError
 
 
@@ -22,8 +22,8 @@ def cmd_inspect(argv: Sequence[str]) -> int:
                         "e.g. the model.pt of gradleak run --save-model")
     parser.add_argument("--model", default=None, help="instead of a file: build this gradleak model (as a run would)")
     parser.add_argument("--dataset", default="cifar100", help="with --model: the dataset whose input it takes (default cifar100)")
-    parser.add_argument("--scenario", choices=["fedsgd", "imprint"], default="fedsgd",
-                        help="with --model: imprint = the model a malicious server would send")
+    parser.add_argument("--scenario", choices=_scenario_names(), default="fedsgd",
+                        help="with --model: the scenario whose server sends the model (imprint: a malicious server's)")
     parser.add_argument("--bins", type=int, default=None, help="with --scenario imprint: its bins (default 1024)")
     parser.add_argument("--seed", type=int, default=1234, help="with --model: initialisation seed (default 1234)")
     args = parser.parse_args(list(argv))
@@ -38,7 +38,7 @@ def cmd_inspect(argv: Sequence[str]) -> int:
     elif args.model is not None:
         model = _build(args)
         findings = inspect_model(model)
-        what = f"model {args.model}" + (" behind an imprint block" if args.scenario == "imprint" else "")
+        what = f"model {args.model}" + (f" as a {args.scenario} server sends it" if args.scenario != "fedsgd" else "")
     else:
         raise GradleakError("nothing to inspect: give a checkpoint path (e.g. model.pt from gradleak run --save-model) or --model NAME")
     for finding in findings:
@@ -55,21 +55,28 @@ def _build(args):  # type: ignore[no-untyped-def]
 
     from gradleak.data import get_spec
     from gradleak.models import build_model, check_compatible
+    from gradleak.scenarios import SCENARIOS, scenario_settings
 
     spec = get_spec(args.dataset)
     check_compatible(args.model, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
     torch.manual_seed(args.seed)
     model = build_model(args.model, channels=spec.channels, image_size=spec.image_size, num_classes=spec.num_classes)
-    if args.scenario == "imprint":
-        from gradleak.data.public import public_images
-        from gradleak.scenarios import Imprint
-        from gradleak.scenarios.imprint import DEFAULT_BINS
-
+    scenario = SCENARIOS.get(args.scenario)
+    if args.bins is not None and "bins" not in scenario.run_settings:
+        readers = scenario_settings()["bins"]
+        raise GradleakError(f"--bins applies to --scenario {' or '.join(readers)}: drop it or add --scenario {readers[0]}")
+    settings = {"bins": args.bins, "clients": None, "seed": args.seed, "local_steps": 1, "local_lr": 1e-4}
+    if hasattr(scenario, "validate"):
+        scenario.validate(settings)
+    if hasattr(scenario, "server_model"):  # a server that modifies the model it sends
         shape = (spec.channels, spec.image_size, spec.image_size)
-        model = Imprint(bins=args.bins or DEFAULT_BINS, seed=args.seed, public_images=public_images(spec.name, shape)).server_model(model)
-    elif args.bins is not None:
-        raise GradleakError("--bins applies to --scenario imprint: drop it or add --scenario imprint")
+        server = scenario.from_run(settings, defenses=(), generator=None,
+                                   context={"dataset": spec.name, "image_shape": shape, "device": torch.device("cpu")})
+        model = server.server_model(model)
     return model
 
 
-register_command("inspect-model", "flag imprint-style traps in a received model (client-side check)", cmd_inspect)
+def _scenario_names() -> list[str]:
+    from gradleak.scenarios import SCENARIOS
+
+    return SCENARIOS.names()

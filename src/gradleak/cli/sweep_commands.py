@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradleak.cli.main import OneLineParser, register_command
+from gradleak.cli.parsing import OneLineParser
 from gradleak.errors import GradleakError
 
 
@@ -179,8 +179,3 @@ def cmd_utility(argv: Sequence[str]) -> int:
                                           "accuracy_cost": baseline.accuracy - defended.accuracy})
         print(f"results in {out / 'utility.json'}")
     return 0
-
-
-register_command("sweep", "run a grid of experiments on Dask (crash-safe, resumable)", cmd_sweep)
-register_command("report", "tables, plots and report.html for a sweep or a run folder", cmd_report)
-register_command("utility", "test accuracy when training under a defense", cmd_utility)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradleak.cli.main import OneLineParser
+from gradleak.cli.parsing import OneLineParser
 
 
 def cmd_train(argv: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradleak.cli.main import OneLineParser, guarded
+from gradleak.cli.parsing import OneLineParser, guarded
 from gradleak.errors import GradleakError
 
 PROG = "gradleak text"
