@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -36,16 +37,11 @@ def as_gradient(update: SharedUpdate) -> SharedUpdate | None:
     """The gradient behind an update when it is exactly recoverable (FedSGD, or FedAvg with E=1)."""
     if update.kind == "gradient":
         return update
-    if update.kind == "weight_delta" and update.local_steps == 1 and update.local_lr:
+    whole_batch = update.local_batch_size is None or update.local_batch_size >= update.batch_size
+    if update.kind == "weight_delta" and update.local_steps == 1 and update.local_lr and whole_batch:
         lr = float(update.local_lr)
-        return SharedUpdate(
-            tensors=tuple(-t / lr for t in update.tensors),
-            kind="gradient",
-            batch_size=update.batch_size,
-            input_shape=update.input_shape,
-            num_classes=update.num_classes,
-            known_labels=update.known_labels,
-            defenses=update.defenses,
+        return dataclasses.replace(
+            update, tensors=tuple(-t / lr for t in update.tensors), kind="gradient", local_lr=None, local_batch_size=None
         )
     return None
 

@@ -18,21 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.objective import ClientForward, cross_entropy_for_soft_labels, one_hot, trainable_parameter_names
 from gradleak.registry import Registry
 from gradleak.types import SharedUpdate
 
-
-def cross_entropy_for_soft_labels(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Batch-mean cross entropy against one-hot or soft targets, as DLG's ``cross_entropy_for_onehot``."""
-    return torch.mean(torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1))
-
-
-def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return F.one_hot(labels.long(), num_classes).to(torch.float32)
+__all__ = ["SCENARIOS", "FedAvg", "FedSGD", "Imprint", "SecAgg", "cross_entropy_for_soft_labels", "one_hot"]
 
 
 @dataclass
@@ -53,6 +46,7 @@ class FedSGD:
         at_gradient_time = [d for d in self.defenses if hasattr(d, "private_gradient")]
         if len(at_gradient_time) > 1:
             raise GradleakError("give DP-SGD at most once: --defense dpsgd:... appears twice")
+        names = trainable_parameter_names(model)
         if at_gradient_time:
             grads = tuple(
                 g.detach()
@@ -61,8 +55,7 @@ class FedSGD:
                 )
             )
         else:
-            loss = cross_entropy_for_soft_labels(model(images), targets)
-            grads = tuple(g.detach() for g in torch.autograd.grad(loss, list(model.parameters())))
+            grads = tuple(g.detach() for g in ClientForward(model, parameter_names=names).gradient(images, targets))
         update = SharedUpdate(
             tensors=grads,
             kind="gradient",
@@ -70,6 +63,8 @@ class FedSGD:
             input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
             num_classes=num_classes,
             defenses=tuple(d.name for d in at_gradient_time),
+            parameter_names=names,
+            training=_forward_mode(model),
         )
         for defense in post_hoc:
             update = defense.apply(update, generator=self.generator)
@@ -99,31 +94,30 @@ class FedAvg:
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         num_classes = _num_classes(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
-        params = [p.detach().clone() for p in model.parameters()]
-        weights = [p.clone().requires_grad_(True) for p in params]
-        for _ in range(self.local_steps):
-            loss = cross_entropy_for_soft_labels(functional_forward(model, weights, images), targets)
-            grads = torch.autograd.grad(loss, weights)
-            weights = [(w - self.local_lr * g).detach().requires_grad_(True) for w, g in zip(weights, grads)]
-        delta = tuple((w - p).detach() for w, p in zip(weights, params))
+        names = trainable_parameter_names(model)
+        delta = ClientForward(model, parameter_names=names).weight_change(
+            images, targets, local_steps=self.local_steps, local_lr=self.local_lr
+        )
         update = SharedUpdate(
-            tensors=delta,
+            tensors=tuple(d.detach() for d in delta),
             kind="weight_delta",
             batch_size=images.shape[0],
             input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
             num_classes=num_classes,
             local_steps=self.local_steps,
             local_lr=self.local_lr,
+            parameter_names=names,
+            training=_forward_mode(model),
         )
         for defense in self.defenses:
             update = defense.apply(update, generator=self.generator)
         return update
 
 
-def functional_forward(model: nn.Module, weights: Sequence[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """Run ``model`` with its parameters replaced by ``weights`` (same order as ``parameters()``)."""
-    names = [n for n, _ in model.named_parameters()]
-    return torch.func.functional_call(model, dict(zip(names, weights)), (images,))
+def _forward_mode(model: nn.Module) -> bool | None:
+    """The BatchNorm mode the client's forward ran in (``None`` for a model without BatchNorm)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return any(m.training for m in norms) if norms else None
 
 
 def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
