@@ -150,10 +150,17 @@ class ClientForward:
         return cls(model, parameter_names=update.parameter_names, training=update.training, loss=loss)
 
     def logits(self, images: torch.Tensor, weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """The model's output for ``images`` with the sent parameters set to ``weights`` (default: the model's)."""
-        if weights is None:
-            return self.net(images)
-        return torch.func.functional_call(self.net, dict(zip(self.names, weights)), (images,))
+        """The model's output for ``images`` with the sent parameters set to ``weights`` (default: the model's).
+
+        Attention runs in its plain (math) form: the fused CPU kernels have no second derivative,
+        which every gradient-matching attack needs.
+        """
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            if weights is None:
+                return self.net(images)
+            return torch.func.functional_call(self.net, dict(zip(self.names, weights)), (images,))
 
     def loss_at(self, weights: Sequence[torch.Tensor], images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.loss(self.logits(images, weights), targets)
