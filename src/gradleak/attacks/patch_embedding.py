@@ -97,6 +97,12 @@ def find_patch_system(model: nn.Module, update: SharedUpdate) -> PatchSystem | s
                 mismatch = float((deltas.sum(dim=0) - g_bias).norm() / g_bias.norm().clamp_min(1e-300))
                 if mismatch > _BIAS_MATCH:
                     continue
+            rank = int(torch.linalg.matrix_rank(deltas))
+            if rank < patches:
+                return (
+                    f"the position-embedding gradient has rank {rank} for {patches} patches: the patches are "
+                    "not determined (does every patch reach the output?)"
+                )
             return PatchSystem(
                 deltas=deltas, g_weight=tensors[position[id(conv.weight)]].reshape(width, -1), grid=grid,
                 kernel=conv.kernel_size, channels=conv.in_channels,  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,24 +39,29 @@ class FedSGD:
 
     defenses: Sequence[Any] = field(default_factory=tuple)
     generator: torch.Generator | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (logits, one-hot targets) -> scalar
+    training: bool | None = None  # BatchNorm mode of the client's forward (None: the model's own)
 
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         num_classes = _num_classes(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
+        loss_fn = self.loss or cross_entropy_for_soft_labels
+        names = trainable_parameter_names(model)
         post_hoc = [d for d in self.defenses if not hasattr(d, "private_gradient")]
         at_gradient_time = [d for d in self.defenses if hasattr(d, "private_gradient")]
         if len(at_gradient_time) > 1:
             raise GradleakError("give DP-SGD at most once: --defense dpsgd:... appears twice")
-        names = trainable_parameter_names(model)
         if at_gradient_time:
-            grads = tuple(
-                g.detach()
-                for g in at_gradient_time[0].private_gradient(
-                    model, cross_entropy_for_soft_labels, images, targets, generator=self.generator
+            if names is not None:
+                raise GradleakError("DP-SGD with frozen parameters is not supported: unfreeze them or drop dpsgd")
+            with forward_mode(model, self.training):
+                grads = tuple(
+                    g.detach()
+                    for g in at_gradient_time[0].private_gradient(model, loss_fn, images, targets, generator=self.generator)
                 )
-            )
         else:
-            grads = tuple(g.detach() for g in ClientForward(model, parameter_names=names).gradient(images, targets))
+            client = ClientForward(model, parameter_names=names, training=self.training, loss=self.loss)
+            grads = tuple(g.detach() for g in client.gradient(images, targets))
         update = SharedUpdate(
             tensors=grads,
             kind="gradient",
@@ -64,7 +70,7 @@ class FedSGD:
             num_classes=num_classes,
             defenses=tuple(d.name for d in at_gradient_time),
             parameter_names=names,
-            training=_forward_mode(model),
+            training=self.training,
         )
         for defense in post_hoc:
             update = defense.apply(update, generator=self.generator)
@@ -82,6 +88,8 @@ class FedAvg:
     local_lr: float = 1e-4
     defenses: Sequence[Any] = field(default_factory=tuple)
     generator: torch.Generator | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (logits, one-hot targets) -> scalar
+    training: bool | None = None  # BatchNorm mode of the client's forward (None: the model's own)
 
     def __post_init__(self) -> None:
         if self.local_steps < 1:
@@ -95,9 +103,8 @@ class FedAvg:
         num_classes = _num_classes(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
         names = trainable_parameter_names(model)
-        delta = ClientForward(model, parameter_names=names).weight_change(
-            images, targets, local_steps=self.local_steps, local_lr=self.local_lr
-        )
+        client = ClientForward(model, parameter_names=names, training=self.training, loss=self.loss)
+        delta = client.weight_change(images, targets, local_steps=self.local_steps, local_lr=self.local_lr)
         update = SharedUpdate(
             tensors=tuple(d.detach() for d in delta),
             kind="weight_delta",
@@ -107,17 +114,26 @@ class FedAvg:
             local_steps=self.local_steps,
             local_lr=self.local_lr,
             parameter_names=names,
-            training=_forward_mode(model),
+            training=self.training,
         )
         for defense in self.defenses:
             update = defense.apply(update, generator=self.generator)
         return update
 
 
-def _forward_mode(model: nn.Module) -> bool | None:
-    """The BatchNorm mode the client's forward ran in (``None`` for a model without BatchNorm)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    return any(m.training for m in norms) if norms else None
+@contextlib.contextmanager
+def forward_mode(model: nn.Module, training: bool | None) -> Iterator[None]:
+    """Run the client's forward in train (batch statistics) or eval mode, then restore the model's."""
+    if training is None:
+        yield
+        return
+    before = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in before.items():
+            m.training = mode
 
 
 def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
