@@ -22,30 +22,25 @@ Example:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gradleak.attacks.base import ATTACKS, as_gradient, finish, model_device
-from gradleak.attacks.labels import restore_batch_labels
-from gradleak.attacks.probe import probe_model
-from gradleak.errors import GradleakError
-from gradleak.objective import Loss, relative_update_error, sent_parameters
-from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.attacks.base import ATTACKS
+from gradleak.attacks.closed_form import ClosedForm, one_image_first_layer
+from gradleak.objective import sent_parameters
+from gradleak.types import SharedUpdate
 
 
 def first_linear_gradients(model: nn.Module, update: SharedUpdate) -> tuple[torch.Tensor, torch.Tensor] | str:
     """(weight gradient, bias gradient) of the model's first layer when this attack applies, else why not."""
-    gradient = as_gradient(update)
-    if gradient is None:
-        return f"the update is a {update.local_steps}-step FedAvg change, not one gradient"
-    if update.batch_size != 1:
-        return f"a batch of {update.batch_size} mixes the first layer's rows (this needs one image)"
-    first = probe_model(model, update.input_shape, training=update.training).first
-    if first is None or not isinstance(first.module, nn.Linear):
-        return "the first layer is not a Linear layer"
+    found = one_image_first_layer(
+        model, update, nn.Linear, batch_problem="mixes the first layer's rows", missing="the first layer is not a Linear layer"
+    )
+    if isinstance(found, str):
+        return found
+    first, gradient = found
     if not first.sees_raw_input:
         return "the first Linear layer does not see the raw (flattened) input"
     layer = first.module
@@ -59,45 +54,19 @@ def first_linear_gradients(model: nn.Module, update: SharedUpdate) -> tuple[torc
 
 
 @dataclass
-class LinearInputInversion:
+class LinearInputInversion(ClosedForm):
     """The first Linear layer's input from its weight and bias gradients (see the module doc)."""
 
-    loss: Loss | None = None  # only to verify the result; the solve itself does not depend on it
     name: str = "linear_input"
 
-    def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
-        if model is not None:
-            found = first_linear_gradients(model, update)
-            if isinstance(found, str):
-                raise GradleakError(f"attack 'linear_input' does not fit: {found}; use --attack auto or ig")
+    def find(self, model: nn.Module, update: SharedUpdate) -> tuple[torch.Tensor, torch.Tensor] | str:
+        return first_linear_gradients(model, update)
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        del generator  # deterministic
-        start = time.perf_counter()
-        found = first_linear_gradients(model, update)
-        if isinstance(found, str):
-            raise GradleakError(f"attack 'linear_input' does not fit: {found}; use --attack auto or ig")
-        g_weight, g_bias = (t.detach().double() for t in found)
+    def solve(self, found: object, update: SharedUpdate) -> tuple[torch.Tensor, str]:
+        g_weight, g_bias = (t.detach().double() for t in found)  # type: ignore[union-attr]
         x = g_weight.T @ g_bias / (g_bias @ g_bias).clamp_min(1e-300)
-        images = x.float().reshape(1, *update.input_shape).to(model_device(model))
-        labels = restore_batch_labels(update)
-        error = relative_update_error(model, update, images.clamp(0, 1), labels, loss=self.loss)
-        if observer is not None:
-            observer(StepReport(iteration=1, loss=error, images=images.clamp(0, 1)))
-        return finish(
-            AttackResult(
-                images=images.cpu(), labels=labels, losses=[error], iterations=1,
-                seconds=time.perf_counter() - start,
-                stop_reason="solved: the first Linear layer's input is its weight-gradient rows over its bias gradient",
-                extras={"relative_gradient_error": error},
-            )
+        return x.reshape(1, *update.input_shape), (
+            "solved: the first Linear layer's input is its weight-gradient rows over its bias gradient"
         )
 
 

@@ -34,18 +34,15 @@ Example:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gradleak.attacks.base import ATTACKS, as_gradient, finish, model_device
-from gradleak.attacks.labels import restore_batch_labels
-from gradleak.attacks.probe import probe_model
-from gradleak.errors import GradleakError
-from gradleak.objective import Loss, relative_update_error, sent_parameters
-from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.attacks.base import ATTACKS
+from gradleak.attacks.closed_form import ClosedForm, one_image_first_layer
+from gradleak.objective import sent_parameters
+from gradleak.types import SharedUpdate
 
 _BIAS_MATCH = 1e-3  # relative mismatch of Σ_p δ_p and ∂L/∂b below which the position rows are accepted
 
@@ -63,14 +60,13 @@ class PatchSystem:
 
 def find_patch_system(model: nn.Module, update: SharedUpdate) -> PatchSystem | str:
     """The patch system when this attack applies, else why not."""
-    gradient = as_gradient(update)
-    if gradient is None:
-        return f"the update is a {update.local_steps}-step FedAvg change, not one gradient"
-    if update.batch_size != 1:
-        return f"a batch of {update.batch_size} sums the position-embedding gradient over images (this needs one image)"
-    first = probe_model(model, update.input_shape, training=update.training).first
-    if first is None or not isinstance(first.module, nn.Conv2d):
-        return "the first layer is not a convolution (no patch projection)"
+    found = one_image_first_layer(
+        model, update, nn.Conv2d, batch_problem="sums the position-embedding gradient over images",
+        missing="the first layer is not a convolution (no patch projection)",
+    )
+    if isinstance(found, str):
+        return found
+    first, gradient = found
     conv = first.module
     if not first.sees_raw_input or conv.kernel_size != conv.stride or conv.padding not in ((0, 0), "valid"):
         return "the first convolution is not a patch projection (kernel = stride, no padding) on the raw image"
@@ -111,31 +107,17 @@ def find_patch_system(model: nn.Module, update: SharedUpdate) -> PatchSystem | s
 
 
 @dataclass
-class PatchEmbeddingInversion:
+class PatchEmbeddingInversion(ClosedForm):
     """One image from a ViT-style patch projection and position embedding (see the module doc)."""
 
-    loss: Loss | None = None  # only to verify the result; the solve itself does not depend on it
     name: str = "patch_embedding"
 
-    def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
-        if model is not None:
-            found = find_patch_system(model, update)
-            if isinstance(found, str):
-                raise GradleakError(f"attack 'patch_embedding' does not fit: {found}; use --attack auto or ig")
+    def find(self, model: nn.Module, update: SharedUpdate) -> PatchSystem | str:
+        return find_patch_system(model, update)
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        del generator  # deterministic
-        start = time.perf_counter()
-        system = find_patch_system(model, update)
-        if isinstance(system, str):
-            raise GradleakError(f"attack 'patch_embedding' does not fit: {system}; use --attack auto or ig")
+    def solve(self, found: object, update: SharedUpdate) -> tuple[torch.Tensor, str]:
+        system = found
+        assert isinstance(system, PatchSystem)
         # G = Δᵀ X: least squares for X (P × C·k·k).
         patches = torch.linalg.lstsq(system.deltas.T, system.g_weight).solution
         (rows, cols), (kh, kw), c = system.grid, system.kernel, system.channels
@@ -143,22 +125,10 @@ class PatchEmbeddingInversion:
         height, width = update.input_shape[1], update.input_shape[2]
         images = torch.zeros((1, *update.input_shape), dtype=torch.float64)
         images[0, :, : rows * kh, : cols * kw] = image  # pixels past the last full patch reach no gradient
-        images = images.float().to(model_device(model))
-        labels = restore_batch_labels(update)
-        error = relative_update_error(model, update, images.clamp(0, 1), labels, loss=self.loss)
-        if observer is not None:
-            observer(StepReport(iteration=1, loss=error, images=images.clamp(0, 1)))
         covered = "" if (rows * kh, cols * kw) == (height, width) else f"; {height}x{width} pixels, patches cover {rows * kh}x{cols * kw}"
-        return finish(
-            AttackResult(
-                images=images.cpu(), labels=labels, losses=[error], iterations=1,
-                seconds=time.perf_counter() - start,
-                stop_reason=(
-                    "solved: patches from the patch projection's weight gradient and the position-embedding "
-                    f"gradient ({rows * cols} patches, least squares){covered}"
-                ),
-                extras={"relative_gradient_error": error},
-            )
+        return images, (
+            "solved: patches from the patch projection's weight gradient and the position-embedding "
+            f"gradient ({rows * cols} patches, least squares){covered}"
         )
 
 
