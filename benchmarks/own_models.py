@@ -225,7 +225,9 @@ def picture(rows: list[dict], out: Path) -> Path | None:
             path = out / f"{model}-b1-{index}-{attack_name}.pt"
             match = [x for x in rows if x["model"] == model and x["batch"] == 1 and x["indices"] == [index] and x["attack"] == attack_name]
             if path.exists() and match:
-                panels.append((f"{attack_name} {match[0]['psnr'][0]:.1f} dB", torch.load(path, weights_only=True)[0]))
+                value = match[0]["psnr"][0]
+                title = f"{attack_name}: exact" if value == float("inf") else f"{attack_name} {value:.1f} dB"
+                panels.append((title, torch.load(path, weights_only=True)[0]))
             else:
                 panels.append((f"{attack_name}: not run", None))
         for c, (title, image) in enumerate(panels):
@@ -236,7 +238,7 @@ def picture(rows: list[dict], out: Path) -> Path | None:
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(f"{model}\nCIFAR-10 #{index}", fontsize=8)
-    fig.suptitle("Reconstructions from one image's FedSGD gradient (PSNR vs the original)", fontsize=9)
+    fig.suptitle("Reconstructions from one image's FedSGD gradient (PSNR vs the original; exact: MSE 0)", fontsize=9)
     fig.tight_layout()
     path = out / "own_models.png"
     fig.savefig(path, dpi=110)
