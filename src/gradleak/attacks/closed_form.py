@@ -40,6 +40,7 @@ def one_image_first_layer(
 
 @dataclass
 class ClosedForm:
+    iterations: int = 1  # accepted for a uniform interface (--iters); a closed form has no iterations
     loss: Loss | None = None  # only to verify the result; the solve itself does not depend on it
     name: str = "closed_form"
 
