@@ -162,12 +162,15 @@ def cases(args: argparse.Namespace) -> list[tuple[str, int, list[int]]]:
     return found
 
 
-def run_case(model_name: str, indices: list[int], args: argparse.Namespace, out: Path) -> list[dict]:
+def run_case(
+    model_name: str, indices: list[int], args: argparse.Namespace, out: Path, *, skip: frozenset[str] = frozenset()
+) -> list[dict]:
+    """Attack one case with every attack in ``args.attacks`` but those in ``skip`` (already done)."""
     images, labels = load_samples("cifar10", indices, split="test")
     model = build(model_name)
     update = FedSGD().share(model, images, labels)
     rows = []
-    for attack_name in args.attacks:
+    for attack_name in (a for a in args.attacks if a not in skip):
         result = attack(attack_name, args).run(model, update, generator=torch.Generator().manual_seed(args.seed))
         score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels, indices=indices)
         matched = result.images[score.order]
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if all((model_name, batch, indices[0], a) in finished for a in args.attacks):
             continue
         start = time.perf_counter()
-        new = [r for r in run_case(model_name, indices, args, args.out) if (model_name, batch, indices[0], r["attack"]) not in finished]
+        skip = frozenset(a for a in args.attacks if (model_name, batch, indices[0], a) in finished)
+        new = run_case(model_name, indices, args, args.out, skip=skip)
         with log.open("a") as handle:
             for row in new:
                 handle.write(json.dumps(row) + "\n")
