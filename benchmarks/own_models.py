@@ -165,7 +165,8 @@ def cases(args: argparse.Namespace) -> list[tuple[str, int, list[int]]]:
 def run_case(
     model_name: str, indices: list[int], args: argparse.Namespace, out: Path, *, skip: frozenset[str] = frozenset()
 ) -> list[dict]:
-    """Attack one case with every attack in ``args.attacks`` but those in ``skip`` (already done)."""
+    """Attack one case with every attack in ``args.attacks`` but those in ``skip`` (already done);
+    each row is appended to ``out/rows.jsonl`` as soon as it is measured (a killed run loses one attack)."""
     images, labels = load_samples("cifar10", indices, split="test")
     model = build(model_name)
     update = FedSGD().share(model, images, labels)
@@ -176,12 +177,15 @@ def run_case(
         matched = result.images[score.order]
         key = f"{model_name}-b{len(indices)}-{indices[0]}-{attack_name}"
         torch.save(matched.clone(), out / f"{key}.pt")
-        rows.append({
+        row = {
             "model": model_name, "batch": len(indices), "indices": indices, "attack": attack_name,
             "psnr": [s.psnr for s in score.per_image], "ssim": [s.ssim for s in score.per_image],
             "label_accuracy": score.label_accuracy, "seconds": result.seconds, "stop_reason": result.stop_reason,
             "auto_choice": result.extras.get("auto_choice"),
-        })
+        }
+        with (out / "rows.jsonl").open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        rows.append(row)
         print(f"{key}: PSNR {statistics.median(rows[-1]['psnr']):.1f} dB, {result.seconds:.1f} s "
               f"({result.stop_reason[:100]})", flush=True)
     return rows
@@ -278,11 +282,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         start = time.perf_counter()
         skip = frozenset(a for a in args.attacks if (model_name, batch, indices[0], a) in finished)
-        new = run_case(model_name, indices, args, args.out, skip=skip)
-        with log.open("a") as handle:
-            for row in new:
-                handle.write(json.dumps(row) + "\n")
-        done += new
+        done += run_case(model_name, indices, args, args.out, skip=skip)
         print(f"  ({model_name}, batch {batch}, images {indices}: {time.perf_counter() - start:.0f} s)", flush=True)
     text = table(done)
     (args.out / "table.md").write_text(text + "\n")
