@@ -3,7 +3,9 @@
 Registered names: ``dlg`` (the original, with a stall guard that restarts a try that is not
 converging; ``restarts=1`` is the single-try original), ``idlg``, ``analytic`` (R-GAP-style exact
 inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates),
-``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed) and ``auto``
+``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed),
+``linear_input`` (one image from a first Linear layer, closed form), ``patch_embedding`` (one
+image from a ViT-style patch projection and position embedding, closed form) and ``auto``
 (picks among them without ground truth).
 """
 
@@ -16,6 +18,8 @@ from gradleak.attacks.dlg import DLG, IDLG, idlg
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.imprint import ImprintAttack
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
+from gradleak.attacks.linear_input import LinearInputInversion
+from gradleak.attacks.patch_embedding import PatchEmbeddingInversion
 from gradleak.attacks.noise_model import noise_model
 from gradleak.attacks.posterior import MapInversion
 
@@ -28,6 +32,8 @@ __all__ = [
     "ImprintAttack",
     "IDLG",
     "InvertingGradients",
+    "LinearInputInversion",
+    "PatchEmbeddingInversion",
     "MapInversion",
     "idlg",
     "idlg_label",

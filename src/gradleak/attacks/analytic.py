@@ -36,7 +36,7 @@ from gradleak.attacks.base import ATTACKS, model_device, require_gradient, smoot
 from gradleak.attacks.labels import as_gradient_signal, hidden_present_classes, idlg_label
 from gradleak.attacks.unmix import solve_linear_head
 from gradleak.errors import GradleakError
-from gradleak.scenarios import cross_entropy_for_soft_labels, one_hot
+from gradleak.objective import ClientForward, one_hot, relative_update_error, sent_parameters
 from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
 
 
@@ -65,13 +65,7 @@ def relative_gradient_error(
     model: nn.Module, update: SharedUpdate, images: torch.Tensor, labels: torch.Tensor
 ) -> float:
     """‖∇W(x̂, ŷ) − g‖² / ‖g‖²: how well a candidate explains the shared gradient (no ground truth)."""
-    device = model_device(model)
-    targets = one_hot(labels.to(device), update.num_classes)
-    loss = cross_entropy_for_soft_labels(model(images.to(device)), targets)
-    grads = torch.autograd.grad(loss, list(model.parameters()))
-    num = sum(float(((g - s.to(device)) ** 2).sum()) for g, s in zip(grads, update.tensors))
-    den = sum(float((s**2).sum()) for s in update.tensors)
-    return num / max(den, 1e-30)
+    return relative_update_error(model, update, images, labels)
 
 
 @dataclass
@@ -133,7 +127,7 @@ class AnalyticInversion:
         device = model_device(model)
         batch = update.batch_size
         grads = [g.to(device=device, dtype=torch.float64) for g in update.tensors]
-        grad_of = {id(p): g for p, g in zip(model.parameters(), grads)}
+        grad_of = {id(p): g for (_, p), g in zip(sent_parameters(model, update.parameter_names), grads)}
         g_weight, g_bias = grad_of[id(head.weight)], grad_of[id(head.bias)]
         head_weight = head.weight.detach().double()
         head_residual = 0.0
@@ -224,7 +218,7 @@ def _refine_jointly(
 ) -> torch.Tensor:
     """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``."""
     device = model_device(model)
-    params = list(model.parameters())
+    forward = ClientForward.of(model, update)
     shared = [t.to(device) for t in update.tensors]
     scale = 1.0 / max(float(sum((s**2).sum() for s in shared)), 1e-30)
     targets = one_hot(labels.to(device), update.num_classes)
@@ -236,7 +230,7 @@ def _refine_jointly(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        grads = torch.autograd.grad(cross_entropy_for_soft_labels(model(x), targets), params, create_graph=True)
+        grads = forward.gradient(x, targets, create_graph=True)
         loss = sum(((g - s) ** 2).sum() for g, s in zip(grads, shared)) * scale
         if tv_weight:
             loss = loss + tv_weight * smooth_total_variation(x, smoothing)

@@ -13,41 +13,103 @@
    Gradients, both warm-started from it; keep the candidate whose implied gradient is closer to
    the shared one.
 4. Otherwise (a deep/ReLU/BatchNorm model, a multi-step FedAvg change) run Inverting Gradients.
+
+Before step 1, the closed forms for common research models (:data:`CLOSED_FORMS`): one image
+through a first biased Linear layer (an MLP: ``linear_input``) or through a ViT-style patch
+projection with a position embedding (``patch_embedding``); each is accepted only when the
+update it implies matches the shared one (relative error below ``accept_error``).
+:func:`explain` says, for any model and update, which attacks apply and why (the CLI prints it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error, sigmoid_conv_layers
-from gradleak.attacks.base import ATTACKS
+from gradleak.attacks.base import ATTACKS, as_gradient
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.linear_input import LinearInputInversion, first_linear_gradients
+from gradleak.attacks.patch_embedding import PatchEmbeddingInversion, find_patch_system
 from gradleak.attacks.noise_model import NOISE_SOURCES, noise_model, relative_noise_level
 from gradleak.attacks.posterior import MapInversion, posterior_energy
 from gradleak.errors import GradleakError
+from gradleak.objective import Loss
 from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver
 
+# Closed-form attacks for common research models, tried first in this order: (name, attack class,
+# finder returning why it does not apply as a string), with their ``auto_choice`` code.
+CLOSED_FORMS: tuple[tuple[str, type, Callable[[nn.Module, SharedUpdate], object], float], ...] = (
+    ("linear_input", LinearInputInversion, first_linear_gradients, 5.0),
+    ("patch_embedding", PatchEmbeddingInversion, find_patch_system, 6.0),
+)
 
-def as_gradient(update: SharedUpdate) -> SharedUpdate | None:
-    """The gradient behind an update when it is exactly recoverable (FedSGD, or FedAvg with E=1)."""
-    if update.kind == "gradient":
-        return update
-    if update.kind == "weight_delta" and update.local_steps == 1 and update.local_lr:
-        lr = float(update.local_lr)
-        return SharedUpdate(
-            tensors=tuple(-t / lr for t in update.tensors),
-            kind="gradient",
-            batch_size=update.batch_size,
-            input_shape=update.input_shape,
-            num_classes=update.num_classes,
-            known_labels=update.known_labels,
-            defenses=update.defenses,
-        )
-    return None
+
+@dataclass(frozen=True)
+class Applicability:
+    """Whether one attack applies to a model and update, and why (no ground truth involved)."""
+
+    attack: str
+    applies: bool
+    why: str
+
+
+def explain(model: nn.Module, update: SharedUpdate) -> list[Applicability]:
+    """Which attacks apply to ``model`` and ``update``, and why, in the order ``auto`` considers them.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from gradleak.scenarios import FedSGD
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> update = FedSGD().share(net, torch.rand(1, 3, 2, 2), torch.tensor([1]))
+        >>> [(a.attack, a.applies) for a in explain(net, update)][:3]
+        [('imprint', False), ('linear_input', True), ('patch_embedding', False)]
+    """
+    from gradleak.models.imprint import find_imprint_blocks
+
+    found: list[Applicability] = []
+    imprint = bool(find_imprint_blocks(model))
+    found.append(Applicability("imprint", imprint, "the model carries an imprint block (a malicious server's)"
+                               if imprint else "no imprint block in the model"))
+    for name, _, finder, _ in CLOSED_FORMS:
+        why = finder(model, update)
+        found.append(Applicability(name, not isinstance(why, str), why if isinstance(why, str) else _EXACT[name]))
+    gradient = as_gradient(update)
+    layers = sigmoid_conv_layers(model)
+    if gradient is None:
+        no_gradient = f"needs a gradient; the update is a {update.local_steps}-step FedAvg change"
+        found.append(Applicability("analytic", False, no_gradient))
+    else:
+        found.append(Applicability("analytic", not isinstance(layers, str), layers if isinstance(layers, str)
+                                   else "a sigmoid conv net with a biased Linear head: solved layer by layer"))
+    shared_gradient = update.kind == "gradient"
+    need = "needs a shared gradient (--scenario fedsgd)"
+    found.append(Applicability("map", shared_gradient, "noise-aware; the choice for a defended gradient" if shared_gradient else need))
+    found.append(Applicability(
+        "idlg", shared_gradient and update.batch_size == 1,
+        need if not shared_gradient else ("one image: label from the last layer, L-BFGS on the image"
+                                          if update.batch_size == 1 else f"one image only (batch of {update.batch_size})"),
+    ))
+    found.append(Applicability("dlg", shared_gradient, "any differentiable model (optimisation; weak on deep ReLU nets)"
+                               if shared_gradient else need))
+    found.append(Applicability("ig", True, "any differentiable model, FedSGD or FedAvg (optimisation with restarts)"))
+    return found
+
+
+def describe(model: nn.Module, update: SharedUpdate) -> str:
+    """:func:`explain` as lines for a terminal: ``+ name: why`` where it applies, ``- name: why`` where not."""
+    return "\n".join(f"{'+' if a.applies else '-'} {a.attack}: {a.why}" for a in explain(model, update))
+
+
+_EXACT = {
+    "linear_input": "one image through a first biased Linear layer on the raw input: exact in closed form",
+    "patch_embedding": "one image through a patch projection with a position embedding: exact in closed form",
+}
 
 
 @dataclass
@@ -64,6 +126,7 @@ class Auto:
     # reach its precision (prune:0.3 on CIFAR-100 images 0, 3, 6: 25.3 dB median at 400, 36.8 at 1500).
     map_iterations_noisy: int = 600
     map_iterations_precise: int = 1500
+    loss: Loss | None = None  # the client's loss(logits, target probabilities); None: soft-label cross entropy
     name: str = "auto"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -80,6 +143,9 @@ class Auto:
 
         if find_imprint_blocks(model):
             return "imprint", "the model carries an imprint block (a malicious server's): batches come out in closed form"
+        for name, _, finder, _ in CLOSED_FORMS:
+            if not isinstance(finder(model, update), str):
+                return name, _EXACT[name]
         gradient = as_gradient(update)
         if gradient is None:
             return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
@@ -106,6 +172,10 @@ class Auto:
             result.extras["auto_choice"] = 4.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
             result.stop_reason = f"{result.stop_reason} (auto: {reason})"
             return result
+        # Step: closed forms for common research models, kept only when they explain the update.
+        closed, reason = self._closed_form(model, update, first, reason, observer)
+        if closed is not None:
+            return closed
         gradient = as_gradient(update)
         analytic: AttackResult | None = None
         if first == "analytic":
@@ -125,7 +195,7 @@ class Auto:
                     return self._defended(model, update, analytic, noise, reason, generator, observer)
         warm = analytic.images if analytic is not None else None
         fallback = InvertingGradients(
-            iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts, init=warm
+            iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts, init=warm, loss=self.loss
         )
         result = fallback.run(model, update, generator=generator, observer=observer)
         result.seconds += analytic.seconds if analytic is not None else 0.0
@@ -148,6 +218,22 @@ class Auto:
             f"from it: {ig_error:.1e}): {analytic.stop_reason}"
         )
         return analytic
+
+    def _closed_form(
+        self, model: nn.Module, update: SharedUpdate, first: str, reason: str, observer: StepObserver | None
+    ) -> tuple[AttackResult | None, str]:
+        """The planned closed-form attack's result if it explains the update; else (None, the reason to go on)."""
+        for name, attack, _, choice in CLOSED_FORMS:
+            if name != first:
+                continue
+            result = attack(loss=self.loss).run(model, update, observer=observer)
+            error = result.extras["relative_gradient_error"]
+            if error <= self.accept_error:
+                result.extras["auto_choice"] = choice  # 5 linear_input, 6 patch_embedding
+                result.stop_reason = f"{result.stop_reason} (auto: {reason}; relative gradient error {error:.1e})"
+                return result, reason
+            return None, f"the {name} solve left a relative gradient error of {error:.1e}"
+        return None, reason
 
     def _defended(
         self, model: nn.Module, update: SharedUpdate, analytic: AttackResult, noise: NoiseModel, reason: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -69,6 +70,20 @@ def require_gradient(update: SharedUpdate, attack: str) -> None:
             f"attack {attack!r} needs a shared gradient but the scenario shares a {update.kind}: "
             "use --attack ig (which unrolls the client's local steps) or --scenario fedsgd"
         )
+
+
+def as_gradient(update: SharedUpdate) -> SharedUpdate | None:
+    """The gradient behind an update when it is exactly recoverable (FedSGD, or a one-step,
+    full-batch FedAvg change, which is −η·gradient); ``None`` otherwise."""
+    if update.kind == "gradient":
+        return update
+    whole_batch = update.local_batch_size is None or update.local_batch_size >= update.batch_size
+    if update.kind == "weight_delta" and update.local_steps == 1 and update.local_lr and whole_batch:
+        lr = float(update.local_lr)
+        return dataclasses.replace(
+            update, tensors=tuple(-t / lr for t in update.tensors), kind="gradient", local_lr=None, local_batch_size=None
+        )
+    return None
 
 
 def model_device(model: nn.Module) -> torch.device:

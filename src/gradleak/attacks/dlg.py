@@ -22,7 +22,7 @@ from gradleak.attacks.base import (
 )
 from gradleak.attacks.labels import idlg_label
 from gradleak.errors import GradleakError
-from gradleak.scenarios import cross_entropy_for_soft_labels, one_hot
+from gradleak.objective import ClientForward, Loss, one_hot
 from gradleak.types import Attempt, AttackResult, SharedUpdate, StepObserver, StepReport
 
 
@@ -80,6 +80,7 @@ class DLG:
     blowup_pixel: float = 1e3
     restart_mean: float = 0.5  # dummy images of tries 2, 3, … ~ N(restart_mean, restart_std²)
     restart_std: float = 0.25
+    loss: Loss | None = None  # the client's loss(logits, target probabilities); None: soft-label cross entropy
     name: str = "dlg"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -110,7 +111,7 @@ class DLG:
         self.check(update)
         device = model_device(model)
         shared = [t.to(device) for t in update.tensors]
-        params = list(model.parameters())
+        forward = ClientForward.of(model, update, loss=self.loss)
         shape = (update.batch_size, *update.input_shape)
         max_tries = 1 if self.init is not None else self.restarts
         # A defended update's distance cannot fall below the noise the client added (at the true image
@@ -153,8 +154,7 @@ class DLG:
             def closure() -> torch.Tensor:
                 optimizer.zero_grad()
                 targets = fixed_targets if dummy_label is None else F.softmax(dummy_label, dim=-1)
-                loss = cross_entropy_for_soft_labels(model(dummy_data), targets)
-                dummy_grads = torch.autograd.grad(loss, params, create_graph=True)
+                dummy_grads = forward.gradient(dummy_data, targets, create_graph=True)
                 distance = squared_l2_distance(dummy_grads, shared)
                 if self.tv_weight:
                     distance = distance + self.tv_weight * total_variation(dummy_data)

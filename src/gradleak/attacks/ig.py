@@ -18,37 +18,19 @@ and a divergence guard resets a restart that turns NaN/Inf to its best state.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import grad_and_value, vmap
 
 from gradleak.attacks.base import ATTACKS, model_device
 from gradleak.attacks.labels import restore_batch_labels
 from gradleak.errors import GradleakError
-from gradleak.scenarios import cross_entropy_for_soft_labels, one_hot
+from gradleak.objective import ClientForward, Loss, one_hot
 from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
-
-
-def attack_copy(model: nn.Module) -> nn.Module:
-    """A copy whose BatchNorm layers use batch statistics without updating running stats.
-
-    The gradient is the same as the client's (train mode), but the attack's many forward passes
-    leave no trace and can run under vmap.
-    """
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.track_running_stats = False
-            module.running_mean = None
-            module.running_var = None
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
 
 
 @dataclass
@@ -77,6 +59,7 @@ class InvertingGradients:
     clamp: bool = True  # the box constraint; always on in Inverting Gradients
     init: torch.Tensor | None = None  # optional warm start for the first restart, (B, C, H, W)
     compile: bool | None = None  # torch.compile the step; None: for runs of COMPILE_FROM iterations or more
+    loss: Loss | None = None  # the client's loss(logits, target probabilities); None: soft-label cross entropy
     name: str = "ig"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -100,28 +83,14 @@ class InvertingGradients:
         start = time.perf_counter()
         labels = restore_batch_labels(update)
         targets = one_hot(labels, update.num_classes).to(device)
-        net = attack_copy(model)
-        names = [n for n, _ in net.named_parameters()]
-        params = tuple(p.detach() for p in net.parameters())
+        # The client's forward model on a private copy: BatchNorm as the client ran it, without
+        # touching running statistics, so restarts can run under vmap.
+        forward = ClientForward.of(model, update, loss=self.loss)
         shared = tuple(t.to(device) for t in update.tensors)
         shared_norm = torch.sqrt(sum((s**2).sum() for s in shared))
 
-        def loss_of(weights: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
-            logits = functional_call(net, dict(zip(names, weights)), (x,))
-            return cross_entropy_for_soft_labels(logits, targets)
-
-        grad_of = grad(loss_of)
-
-        def simulated_update(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            if update.kind == "gradient":
-                return grad_of(params, x)
-            weights = params
-            for _ in range(update.local_steps):
-                weights = tuple(w - update.local_lr * g for w, g in zip(weights, grad_of(weights, x)))  # type: ignore[operator]
-            return tuple(w - p for w, p in zip(weights, params))
-
         def distance(x: torch.Tensor) -> torch.Tensor:
-            dummy = simulated_update(x)
+            dummy = forward.update(x, targets, update, functional=True)
             dot = sum((d * s).sum() for d, s in zip(dummy, shared))
             norm = torch.sqrt(sum((d**2).sum() for d in dummy))
             return 1 - dot / (norm * shared_norm + 1e-30)

@@ -35,36 +35,13 @@ from gradleak.attacks.base import ATTACKS, finish, model_device, require_gradien
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
 from gradleak.attacks.noise_model import NOISE_SOURCES, noise_model
 from gradleak.errors import GradleakError
-from gradleak.scenarios import cross_entropy_for_soft_labels, one_hot
+from gradleak.objective import ClientForward, Loss, one_hot
 from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver, StepReport
 
 # Continuation: noise variances tried, as shares of the update's mean square entry, before the
 # modelled one. An exact gradient ends at the floor share, where the prior is negligible.
 _STAGE_SHARES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 _FLOOR_SHARE = 1e-7
-
-
-def predicted_update(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, clip: float | None
-) -> tuple[torch.Tensor, ...]:
-    """The gradient the client would share for ``images`` (with graph), clipped per example when
-    ``clip`` is given (DP-SGD's forward model without its noise)."""
-    params = list(model.parameters())
-    targets = one_hot(labels.to(images.device), num_classes).to(images.dtype)
-    if clip is None:
-        loss = cross_entropy_for_soft_labels(model(images), targets)
-        return torch.autograd.grad(loss, params, create_graph=True)
-    total: list[torch.Tensor] | None = None
-    for i in range(images.shape[0]):
-        grads = torch.autograd.grad(
-            cross_entropy_for_soft_labels(model(images[i : i + 1]), targets[i : i + 1]), params, create_graph=True
-        )
-        norm = torch.sqrt(sum((g**2).sum() for g in grads))
-        factor = torch.clamp(clip / norm.clamp_min(1e-12), max=1.0)
-        scaled = [g * factor for g in grads]
-        total = scaled if total is None else [a + b for a, b in zip(total, scaled)]
-    assert total is not None
-    return tuple(t / images.shape[0] for t in total)
 
 
 def image_prior(images: torch.Tensor, smoothing: float, *, chroma_weight: float) -> torch.Tensor:
@@ -111,6 +88,7 @@ class MapInversion:
     init: torch.Tensor | None = None  # a start instead of flat grey
     noise: NoiseModel | None = None  # a noise model already derived from the same update (else derived here)
     snapshot_every: int = 10
+    loss: Loss | None = None  # the client's loss(logits, target probabilities); None: soft-label cross entropy
     name: str = "map"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -146,7 +124,7 @@ class MapInversion:
                 x0 = x0 + 0.01 * torch.randn(shape, generator=generator).to(device)
         energy = _Energy(
             model, update, noise, labels, prior=self.tv_weight, smoothing=self.smoothing, clamp=self.clamp,
-            chroma_weight=self.chroma_weight,
+            chroma_weight=self.chroma_weight, loss=self.loss,
         )
         x = x0.clone().requires_grad_(True)
         losses: list[float] = []
@@ -222,7 +200,7 @@ def posterior_energy(
     """
     energy = _Energy(
         model, update, noise, labels, prior=attack.tv_weight, smoothing=attack.smoothing, clamp=attack.clamp,
-        chroma_weight=attack.chroma_weight,
+        chroma_weight=attack.chroma_weight, loss=attack.loss,
     )
     return energy.evaluate(images.to(model_device(model)))
 
@@ -232,9 +210,10 @@ class _Energy:
 
     def __init__(
         self, model: nn.Module, update: SharedUpdate, noise: NoiseModel, labels: torch.Tensor, *,
-        prior: float, smoothing: float, clamp: bool, chroma_weight: float = 1.0,
+        prior: float, smoothing: float, clamp: bool, chroma_weight: float = 1.0, loss: Loss | None = None,
     ) -> None:
         device = model_device(model)
+        self.forward = ClientForward.of(model, update, loss=loss)
         self.model, self.update, self.noise, self.labels = model, update, noise, labels.to(device)
         self.prior, self.smoothing, self.clamp = prior, smoothing, clamp
         self.chroma_weight = chroma_weight
@@ -255,7 +234,8 @@ class _Energy:
     def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(data term, weighted prior term) of E(x)."""
         seen = x.clamp(0, 1) if self.clamp else x
-        predicted = predicted_update(self.model, seen, self.labels, self.update.num_classes, clip=self.noise.clip)
+        targets = one_hot(self.labels, self.update.num_classes).to(seen.dtype)
+        predicted = self.forward.gradient(seen, targets, create_graph=True, clip=self.noise.clip)
         data = torch.zeros((), device=x.device, dtype=x.dtype)
         for p, s, v, m in zip(predicted, self.shared, self.variances, self.masks):
             variance = v if self.stage is None else v.clamp_min(self.stage)

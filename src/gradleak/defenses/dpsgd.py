@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -20,42 +20,10 @@ from torch import Tensor
 from gradleak.defenses.base import DEFENSES, Defense, DefenseKind, SpecError, parse_number
 from gradleak.defenses.noise import normal_like
 from gradleak.errors import GradleakError
+from gradleak.objective import ClientForward, clip_per_example, per_example_norms, trainable_parameter_names
 from gradleak.types import SharedUpdate
 
-_TINY = 1e-12
-
-
-def per_example_norms(grads: Sequence[Tensor]) -> Tensor:
-    """L2 norm of each example's gradient over all parameters jointly, shape (B,).
-
-    ``grads`` holds one tensor per parameter, each with the batch as its first dimension.
-    """
-    if not grads:
-        raise ValueError("per_example_norms needs at least one gradient tensor")
-    batch = grads[0].shape[0]
-    squares = sum(g.reshape(batch, -1).pow(2).sum(dim=1) for g in grads)
-    return torch.as_tensor(squares).sqrt()
-
-
-def clip_per_example(grads: Sequence[Tensor], clip: float) -> tuple[Tensor, ...]:
-    """Scale each example's gradient so that its joint L2 norm is at most ``clip``.
-
-    Example ``i`` is multiplied by ``min(1, clip / ||g_i||)``, the norm taken over all
-    parameters together (flat clipping, as in Abadi et al. and Opacus); gradients already
-    within the bound are unchanged. Returns new tensors; the inputs are not modified.
-    """
-    if not clip > 0:
-        raise ValueError(f"clip must be positive (got {clip})")
-    norms = per_example_norms(grads)
-    factors = (clip / norms.clamp_min(_TINY)).clamp(max=1.0)
-    return tuple(g * factors.reshape(-1, *([1] * (g.dim() - 1))).to(g.dtype) for g in grads)
-
-
-def _has_training_batchnorm(model: torch.nn.Module) -> bool:
-    return any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
-    )
-
+__all__ = ["DPSGD", "clip_per_example", "per_example_norms", "split_dpsgd"]
 
 def check_dp_settings(
     clip: float, sigma: float, delta: float, *, names: tuple[str, str] = ("clip", "sigma"),
@@ -115,29 +83,12 @@ class DPSGD:
     ) -> tuple[Tensor, ...]:
         """Unclipped per-example gradients, one (B, *param.shape) tensor per parameter.
 
-        Computed with ``torch.func``: ``vmap(grad(loss of a batch of one))`` over the batch,
-        with the model called through ``functional_call``. Parameters come in
-        ``model.parameters()`` order.
+        Computed by the client's forward model (:mod:`gradleak.objective`): ``vmap(grad(loss of
+        a batch of one))`` over the batch. Parameters come in ``model.parameters()`` order
+        (frozen ones left out, as the scenarios send them).
         """
-        from torch.func import functional_call, grad, vmap
-
-        if _has_training_batchnorm(model):
-            raise GradleakError(
-                "DP-SGD needs per-example gradients, which BatchNorm in training mode mixes "
-                "across the batch: use a model without BatchNorm or put it in eval mode"
-            )
-        names = [name for name, _ in model.named_parameters()]
-        params = {name: p.detach() for name, p in model.named_parameters()}
-        buffers = {name: b.detach() for name, b in model.named_buffers()}
-
-        def loss_of_one(params: dict[str, Tensor], image: Tensor, target: Tensor) -> Tensor:
-            pred = functional_call(model, (params, buffers), (image.unsqueeze(0),))
-            return loss_fn(pred, target.unsqueeze(0))
-
-        per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), randomness="different")(
-            params, images, targets
-        )
-        return tuple(per_example[name] for name in names)
+        forward = ClientForward(model, parameter_names=trainable_parameter_names(model), loss=loss_fn)
+        return tuple(g.detach() for g in forward.per_example_gradients(images, targets))
 
     def private_gradient(
         self,

@@ -9,21 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.objective import cross_entropy_for_soft_labels, one_hot  # noqa: F401 - re-exported; the client forward model owns them
 from gradleak.registry import Registry
 from gradleak.types import SharedUpdate
-
-
-def cross_entropy_for_soft_labels(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Batch-mean cross entropy against one-hot or soft targets, as DLG's ``cross_entropy_for_onehot``."""
-    return torch.mean(torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1))
-
-
-def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return F.one_hot(labels.long(), num_classes).to(torch.float32)
 
 
 def functional_forward(model: nn.Module, weights: Sequence[torch.Tensor], images: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,8 @@ import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
-from gradleak.scenarios.base import (
-    SCENARIOS,
-    cross_entropy_for_soft_labels,
-    forward_mode,
-    num_classes_of,
-    one_hot,
-    sent_parameters,
-)
+from gradleak.objective import ClientForward, trainable_parameter_names
+from gradleak.scenarios.base import SCENARIOS, num_classes_of, one_hot
 from gradleak.types import SharedUpdate
 
 
@@ -59,19 +53,11 @@ class FedAvg:
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         num_classes = num_classes_of(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
-        loss_fn = self.loss or cross_entropy_for_soft_labels
-        names, sent = sent_parameters(model)
-        all_names = [n for n, _ in model.named_parameters()]
-        sent_names = names if names is not None else all_names
-        start = {n: p.detach().clone() for n, p in model.named_parameters()}
-        weights = {n: (start[n].clone().requires_grad_(True) if n in sent_names else start[n]) for n in all_names}
-        with forward_mode(model, self.training):
-            for _ in range(self.local_steps):
-                logits = torch.func.functional_call(model, weights, (images,))
-                grads = torch.autograd.grad(loss_fn(logits, targets), [weights[n] for n in sent_names])
-                for n, g in zip(sent_names, grads):
-                    weights[n] = (weights[n] - self.local_lr * g).detach().requires_grad_(True)
-        delta = tuple((weights[n] - start[n]).detach() for n in sent_names)
+        names = trainable_parameter_names(model)
+        client = ClientForward(model, parameter_names=names, training=self.training, loss=self.loss)
+        delta = tuple(
+            d.detach() for d in client.weight_change(images, targets, local_steps=self.local_steps, local_lr=self.local_lr)
+        )
         update = SharedUpdate(
             tensors=delta,
             kind="weight_delta",

@@ -16,8 +16,8 @@ from gradleak.scenarios.base import (
     forward_mode,
     num_classes_of,
     one_hot,
-    sent_parameters,
 )
+from gradleak.objective import ClientForward, trainable_parameter_names
 from gradleak.types import SharedUpdate
 
 
@@ -54,22 +54,22 @@ class FedSGD:
         num_classes = num_classes_of(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
         loss_fn = self.loss or cross_entropy_for_soft_labels
-        names, params = sent_parameters(model)
+        names = trainable_parameter_names(model)
         post_hoc = [d for d in self.defenses if not hasattr(d, "private_gradient")]
         at_gradient_time = [d for d in self.defenses if hasattr(d, "private_gradient")]
         if len(at_gradient_time) > 1:
             raise GradleakError("give DP-SGD at most once: --defense dpsgd:... appears twice")
-        with forward_mode(model, self.training):
-            if at_gradient_time:
-                if names is not None:
-                    raise GradleakError("DP-SGD with frozen parameters is not supported: unfreeze them or drop dpsgd")
+        if at_gradient_time:
+            if names is not None:
+                raise GradleakError("DP-SGD with frozen parameters is not supported: unfreeze them or drop dpsgd")
+            with forward_mode(model, self.training):
                 grads = tuple(
                     g.detach()
                     for g in at_gradient_time[0].private_gradient(model, loss_fn, images, targets, generator=self.generator)
                 )
-            else:
-                loss = loss_fn(model(images), targets)
-                grads = tuple(g.detach() for g in torch.autograd.grad(loss, params))
+        else:
+            client = ClientForward(model, parameter_names=names, training=self.training, loss=self.loss)
+            grads = tuple(g.detach() for g in client.gradient(images, targets))
         update = SharedUpdate(
             tensors=grads,
             kind="gradient",
