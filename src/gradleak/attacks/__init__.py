@@ -3,7 +3,8 @@
 Registered names: ``dlg`` (the original, with a stall guard that restarts a try that is not
 converging; ``restarts=1`` is the single-try original), ``idlg``, ``analytic`` (R-GAP-style exact
 inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates),
-``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed) and ``auto``
+``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed), ``spear``
+(exact disaggregation of a batch through a fully connected ReLU layer) and ``auto``
 (picks among them without ground truth).
 """
 
@@ -18,6 +19,7 @@ from gradleak.attacks.imprint import ImprintAttack
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
 from gradleak.attacks.noise_model import noise_model
 from gradleak.attacks.posterior import MapInversion
+from gradleak.attacks.spear import Spear
 
 __all__ = [
     "ATTACKS",
@@ -34,4 +36,5 @@ __all__ = [
     "noise_model",
     "relative_gradient_error",
     "restore_batch_labels",
+    "Spear",
 ]
