@@ -440,12 +440,21 @@ def execute(prepared: Prepared) -> RunOutcome:
         **{k: v for k, v in result.extras.items()},
         **dp_privacy(prepared),
         **(prepared.checkpoint.as_record() if prepared.checkpoint is not None else {}),
+        "identifiability": identifiability_record(prepared),
     }
     if prepared.client_of is not None:
         for entry, owner in zip(metrics["per_image"], prepared.client_of):
             entry["client"] = owner
     write_outputs(prepared, result, score, metrics, progress)
     return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
+
+
+def identifiability_record(prepared: Prepared) -> dict[str, Any]:
+    """What this update could leak, counted from the model alone (gradleak.attacks.identifiability)."""
+    from gradleak.attacks.identifiability import identifiability
+
+    update = prepared.update
+    return identifiability(prepared.model, update.input_shape, update.batch_size, sent=update.parameter_names).as_record()
 
 
 def client_metrics(prepared: Prepared, score: Any, *, success_psnr: float = 30.0) -> dict[str, Any]:

@@ -13,6 +13,10 @@
    Gradients, both warm-started from it; keep the candidate whose implied gradient is closer to
    the shared one.
 4. Otherwise (a deep/ReLU/BatchNorm model, a multi-step FedAvg change) run Inverting Gradients.
+
+Before all of these: a model whose first layer feeds a ReLU and then a Linear layer whose gradient
+is sent (``--model mlp``, ``convfc``) goes to :class:`~gradleak.attacks.spear.Spear`
+(:func:`relu_disaggregation_plan`), which hands what it cannot recover to Inverting Gradients.
 """
 
 from __future__ import annotations
@@ -50,6 +54,22 @@ def as_gradient(update: SharedUpdate) -> SharedUpdate | None:
     return None
 
 
+def relu_disaggregation_plan(model: nn.Module, update: SharedUpdate) -> str | None:
+    """Why ``spear`` applies (a sent Linear layer fed by a first-layer ReLU, one client's batch that
+    its rank can separate), or None."""
+    from gradleak.attacks.spear import find_relu_linear_chain
+
+    chain = find_relu_linear_chain(model)
+    if isinstance(chain, str) or update.clients > 1 or update.batch_size > chain.linear.in_features:
+        return None
+    names = update.parameter_names
+    sent = {n for n, p in model.named_parameters() if p is chain.linear.weight or p is chain.linear.bias}
+    if names is not None and not sent <= set(names):
+        return None
+    return (f"a Linear layer fed by a ReLU ({chain.linear.in_features} units) is sent: its gradient disaggregates "
+            f"the batch of {update.batch_size} exactly")
+
+
 @dataclass
 class Auto:
     """Analytic inversion when it applies and verifies, Inverting Gradients otherwise."""
@@ -80,6 +100,9 @@ class Auto:
 
         if find_imprint_blocks(model):
             return "imprint", "the model carries an imprint block (a malicious server's): batches come out in closed form"
+        relu_plan = relu_disaggregation_plan(model, update)
+        if relu_plan is not None:
+            return "spear", relu_plan
         gradient = as_gradient(update)
         if gradient is None:
             return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
@@ -104,6 +127,15 @@ class Auto:
 
             result = ImprintAttack().run(model, update, observer=observer)
             result.extras["auto_choice"] = 4.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
+            result.stop_reason = f"{result.stop_reason} (auto: {reason})"
+            return result
+        if first == "spear":
+            from gradleak.attacks.spear import Spear
+
+            result = Spear(iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts).run(
+                model, update, generator=generator, observer=observer
+            )
+            result.extras["auto_choice"] = 5.0  # 5 = spear (ReLU disaggregation)
             result.stop_reason = f"{result.stop_reason} (auto: {reason})"
             return result
         gradient = as_gradient(update)
