@@ -144,11 +144,11 @@ def disaggregate_relu_inputs(
     # (float32 rounding: s_{B+1}/s_1 ~ 2e-8 gave errors ~1e-7 of max|h| at batch 64), far below the
     # smallest active values (~1e-3, rarely 5e-6 of the largest).
     floor = float(s[batch] / s[0]) if batch < s.numel() and s[0] > 0 else 0.0
-    tolerance = zero_tolerance if zero_tolerance is not None else max(1e-6, 50 * floor)
+    tolerance = zero_tolerance if zero_tolerance is not None else max(1e-6, 10 * floor)
     basis = vh[:batch].T.numpy()  # (in, B): h = basis @ p
     scale_row = ((u[:, :batch].T @ g_bias.double()) / s[:batch]).numpy()  # w: p_bᵀ w = 1
     norms = np.linalg.norm(basis, axis=1)
-    live = norms > 100 * tolerance * norms.max()  # a unit no sample activates has a row of rounding noise
+    live = norms > min(0.05, 100 * tolerance) * norms.max()  # a unit no sample activates has a row of noise
     found: list[np.ndarray] = []
     rng = np.random.default_rng(seed)
     programs = 0
@@ -175,7 +175,7 @@ def disaggregate_relu_inputs(
             deflated = basis - (basis @ recovered) @ recovered.T
             weight = (deflated**2).sum(axis=1)
             row = deflated[rng.choice(len(weight), p=weight / weight.sum())]
-        elif programs % 2 == 0:  # the most relative activation on any unit
+        elif programs % 2 == 0 and live.any():  # the most relative activation on any unit
             row = basis[rng.choice(np.nonzero(live)[0])]
         else:
             row = -noise
@@ -297,7 +297,7 @@ def complete_last_sample(
         solution = torch.linalg.lstsq(system, rhs[:, None]).solution.flatten()
         x = span @ solution[batch:]
     h = torch.relu(weight @ x + bias)
-    if float((h - basis @ (basis.T @ h)).norm() / h.norm().clamp_min(1e-300)) > 1e-5:
+    if float((h - basis @ (basis.T @ h)).norm() / h.norm().clamp_min(1e-300)) > max(1e-5, 10 * found.zero_tolerance):
         return None
     return x.reshape(images.shape[1:])
 
@@ -505,8 +505,14 @@ class Spear:
                       f"{error:.1e} > {self.accept_error:g}): not accepted as exact (the update looks perturbed)")
             extras["samples_exact"] = 0.0
         else:
+            from gradleak.attacks.identifiability import identifiability
+
+            bound = identifiability(model, shape, batch, sent=update.parameter_names).largest_exact_batch  # type: ignore[arg-type]
+            why = (f"a batch of {batch} is beyond the {bound} this model's ReLU layer can separate (each sample needs "
+                   f"B − 1 independent inactive units, about half of them are)" if batch > bound else
+                   "the others are not extreme rays the search reached (see benchmarks/RESULTS.md)")
             reason = (f"recovered {count} of {batch} samples exactly ({found.linear_programs} linear programs, rank gap "
-                      f"{found.rank_gap:.1e}); the other {batch - count} are not extreme rays the search reached")
+                      f"{found.rank_gap:.1e}); {why}")
         if observer is not None:
             observer(StepReport(iteration=1, loss=error, images=images32))
         result = AttackResult(images=images32, labels=labels, losses=[error], iterations=1, seconds=seconds,
