@@ -87,7 +87,7 @@ def test_a_batch_beyond_the_identifiable_size_reports_why() -> None:
     update = FedSGD().share(model, images, labels)
     result = Spear(fallback=False, max_programs=20).run(model, update)
     assert result.extras["samples_exact"] < 30
-    assert "is beyond the 21 this model's ReLU layer can separate" in result.stop_reason
+    assert "is beyond the 20 this model's ReLU layer can separate" in result.stop_reason
 
 
 def test_sparse_nonnegative_rows_are_found_without_the_model() -> None:
@@ -106,3 +106,16 @@ def test_spear_is_registered_and_refuses_a_sigmoid_net() -> None:
     update = FedSGD().share(lenet, torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))
     with pytest.raises(GradleakError, match="needs a \\(Linear\\|Conv2d\\) → ReLU → Linear model"):
         Spear().check(update, lenet)
+
+
+def test_noise_that_buries_the_batch_is_named_as_the_reason() -> None:
+    from gradleak.defenses import parse_defenses
+
+    torch.manual_seed(0)
+    model = MLP(channels=1, image_size=28, num_classes=10, width=100)
+    images, labels = load_tiled("mnist", list(range(4)))
+    client = FedSGD(defenses=parse_defenses(["gaussian:1e-4"]), generator=torch.Generator().manual_seed(1))
+    result = Spear(fallback=False, max_programs=10).run(model, client.share(model, images, labels))
+    assert result.extras["samples_exact"] < 4
+    assert result.extras["noise_to_signal"] > 1
+    assert "the defense's noise" in result.stop_reason

@@ -462,7 +462,8 @@ class Spear:
         batch = update.batch_size
         g_weight = as_mean_gradient(update, shared_tensor_of(model, update, chain.linear.weight))
         g_bias = as_mean_gradient(update, shared_tensor_of(model, update, chain.linear.bias))
-        tolerance = self.zero_tolerance if self.zero_tolerance is not None else _noise_tolerance(model, update, chain, g_weight)
+        tolerance, noise_to_signal = _noise_tolerance(model, update, chain, g_weight)
+        tolerance = self.zero_tolerance if self.zero_tolerance is not None else tolerance
         # With a Linear first layer the last sample follows from the others (complete_last_sample).
         enough = batch - 1 if isinstance(chain.below, nn.Linear) and batch > 1 else batch
         found = disaggregate_relu_inputs(
@@ -495,6 +496,7 @@ class Spear:
             "rank_gap": found.rank_gap,
             "zero_tolerance": found.zero_tolerance,
             "relative_update_error": error,
+            **({"noise_to_signal": noise_to_signal} if noise_to_signal is not None else {}),
         }
         seconds = time.perf_counter() - start
         if count == batch and error <= self.accept_error:
@@ -508,9 +510,14 @@ class Spear:
             from gradleak.attacks.identifiability import identifiability
 
             bound = identifiability(model, shape, batch, sent=update.parameter_names).largest_exact_batch  # type: ignore[arg-type]
-            why = (f"a batch of {batch} is beyond the {bound} this model's ReLU layer can separate (each sample needs "
-                   f"B − 1 independent inactive units, about half of them are)" if batch > bound else
-                   "the others are not extreme rays the search reached (see benchmarks/RESULTS.md)")
+            if batch > bound:
+                why = (f"a batch of {batch} is beyond the {bound} this model's ReLU layer can separate (each sample "
+                       "needs B − 1 independent inactive units, about half of them are)")
+            elif noise_to_signal is not None and noise_to_signal >= 0.1:
+                why = (f"the defense's noise (expected spectral norm {noise_to_signal:.2g}× the batch's smallest "
+                       "singular value at that layer) hides the samples' row space")
+            else:
+                why = "the others are not extreme rays the search reached (see benchmarks/RESULTS.md)"
             reason = (f"recovered {count} of {batch} samples exactly ({found.linear_programs} linear programs, rank gap "
                       f"{found.rank_gap:.1e}); {why}")
         if observer is not None:
@@ -554,24 +561,31 @@ def _partial_labels(model: nn.Module, chain: ReluLinearChain, update: SharedUpda
     return torch.tensor(guess + rest[: update.batch_size - count] + [guess[0]] * max(0, update.batch_size - count - len(rest)))
 
 
-def _noise_tolerance(model: nn.Module, update: SharedUpdate, chain: ReluLinearChain, g_weight: torch.Tensor) -> float | None:
-    """Relative zero tolerance expected from the published/estimated noise model (None: exact update)."""
+def _noise_tolerance(
+    model: nn.Module, update: SharedUpdate, chain: ReluLinearChain, g_weight: torch.Tensor
+) -> tuple[float | None, float | None]:
+    """(relative zero tolerance, expected noise / the batch's smallest singular value) from the
+    published or estimated noise model; (None, None) for an undefended update.
+
+    i.i.d. noise of variance v on an m×n gradient has spectral norm ≈ √v (√m + √n): when that
+    reaches the B-th singular value of the layer's gradient, the batch's row space is lost."""
     if not update.defenses:
-        return None
+        return None, None
     from gradleak.attacks.noise_model import noise_model
 
     noise = noise_model(update, source="auto")
     names = update.parameter_names or tuple(n for n, _ in model.named_parameters())
     name = next(n for n, p in model.named_parameters() if p is chain.linear.weight)
     variance = float(noise.variances[names.index(name)].double().mean())
-    if noise.clip is not None and update.kind == "gradient":
-        variance = max(variance, 0.0)
+    if update.kind == "weight_delta":
+        variance /= (float(update.local_lr or 1.0) * update.local_steps) ** 2
     if variance <= 0:
-        return None
-    top = float(top_singular(g_weight, 1)[1][0])
+        return None, None
+    _, s, _ = top_singular(g_weight, update.batch_size)
     rows, cols = g_weight.shape
-    expected = variance**0.5 * (rows**0.5 + cols**0.5)  # spectral norm of the noise matrix
-    return float(min(0.5, max(1e-6, 50 * expected / max(top, 1e-300))))
+    expected = variance**0.5 * (rows**0.5 + cols**0.5)
+    tolerance = float(min(0.5, max(1e-6, 10 * expected / max(float(s[0]), 1e-300))))
+    return tolerance, expected / max(float(s[-1]), 1e-300)
 
 
 ATTACKS.register("spear", Spear)
