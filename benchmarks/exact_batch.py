@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 16, 25, 32, 64, 128])
     parser.add_argument("--scenarios", nargs="+", default=["fedsgd"],
                         help="fedsgd, a defense spec (gaussian:1e-4, dpsgd:clip=1,sigma=0.01, prune:0.3) or fedavg5")
+    parser.add_argument("--attacks", nargs="+", default=["spear", "ig", "dlg"], choices=["spear", "ig", "dlg"])
     parser.add_argument("--ig-iters", type=int, default=200)
     parser.add_argument("--dlg-iters", type=int, default=30)
     parser.add_argument("--baselines-up-to", type=int, default=128, help="run IG and DLG only up to this batch")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                         ("dlg", DLG(iterations=args.dlg_iters, restarts=1)),
                     ]
                 for name, attack in attacks:
-                    if name == "dlg" and update.kind != "gradient":
+                    if name not in args.attacks or (name == "dlg" and update.kind != "gradient"):
                         continue  # DLG matches gradients only
                     row = {"dataset": dataset, "scenario": scenario, "batch": batch, "attack": name,
                            **measure(attack, model, update, images, labels)}
@@ -112,11 +113,12 @@ def draw(rows: list[dict[str, object]], path: str) -> None:
     for dataset, scenario, attack in series:
         points = sorted((int(r["batch"]), float(r["recovered"])) for r in rows  # type: ignore[arg-type]
                         if (r["dataset"], r["scenario"], r["attack"]) == (dataset, scenario, attack))
-        if len(points) < 2:
-            continue
         style = {"spear": "-o", "ig": "--s", "dlg": ":^"}.get(attack, "-")
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, label=f"{attack} ({dataset}, {scenario})")
     ax.set_xscale("log", base=2)
+    batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[arg-type]
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.minorticks_off()
     ax.set_xlabel("batch size (images per shared update)")
     ax.set_ylabel("images recovered ≥ 30 dB (%)")
     ax.set_ylim(-3, 103)
