@@ -304,7 +304,7 @@ def complete_last_sample(
 
 def images_from_activations(
     chain: ReluLinearChain, activations: torch.Tensor, g_below: torch.Tensor | None, input_shape: tuple[int, int, int],
-    *, batch: int, iterations: int = 500,
+    *, batch: int, iterations: int = 3000,
 ) -> torch.Tensor:
     """Images (n, C, H, W) whose first layer gives ``activations`` (n, features) on its active units.
 
