@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 16, 25, 32, 64, 128])
     parser.add_argument("--scenarios", nargs="+", default=["fedsgd"],
                         help="fedsgd, a defense spec (gaussian:1e-4, dpsgd:clip=1,sigma=0.01, prune:0.3) or fedavg5")
-    parser.add_argument("--attacks", nargs="+", default=["spear", "ig", "dlg"], choices=["spear", "ig", "dlg"])
+    parser.add_argument("--attacks", nargs="+", default=["spear", "ig", "dlg"], choices=["spear", "spear+ig", "ig", "dlg"],
+                        help="spear+ig: spear handing the samples it misses to Inverting Gradients (as auto does)")
     parser.add_argument("--ig-iters", type=int, default=200)
     parser.add_argument("--dlg-iters", type=int, default=30)
     parser.add_argument("--baselines-up-to", type=int, default=128, help="run IG and DLG only up to this batch")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--ci", action="store_true", help="CI size: cifar10, fedsgd, batch 4, short baselines")
     args = parser.parse_args(argv)
     if args.ci:
-        args.datasets, args.batches, args.scenarios, args.ig_iters, args.dlg_iters = ["cifar10"], [4], ["fedsgd"], 5, 2
+        args.datasets, args.batches, args.scenarios, args.ig_iters, args.dlg_iters = ["cifar10"], [4], ["fedsgd"], 5, 1
     torch.set_num_threads(1)
     rows: list[dict[str, object]] = []
     print("| dataset | scenario | batch | attack | ≥30 dB | ≥60 dB (exact) | median PSNR | seconds |")
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 model = build_model("mlp", channels=3, image_size=32, num_classes=classes)
                 images, labels = load_tiled(dataset, list(range(batch)))
                 update = share_update(model, scenario, images, labels)
-                attacks = [("spear", Spear(fallback=False, time_limit=args.time_limit))]
+                attacks = [("spear", Spear(fallback=False, time_limit=args.time_limit)),
+                           ("spear+ig", Spear(time_limit=args.time_limit, iterations=args.ig_iters, restarts=1))]
                 if batch <= args.baselines_up_to:
                     attacks += [
                         ("ig", InvertingGradients(iterations=args.ig_iters, restarts=1)),
@@ -113,7 +115,7 @@ def draw(rows: list[dict[str, object]], path: str) -> None:
     for dataset, scenario, attack in series:
         points = sorted((int(r["batch"]), float(r["recovered"])) for r in rows  # type: ignore[arg-type]
                         if (r["dataset"], r["scenario"], r["attack"]) == (dataset, scenario, attack))
-        style = {"spear": "-o", "ig": "--s", "dlg": ":^"}.get(attack, "-")
+        style = {"spear": "-o", "spear+ig": "-.D", "ig": "--s", "dlg": ":^"}.get(attack, "-")
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, label=f"{attack} ({dataset}, {scenario})")
     ax.set_xscale("log", base=2)
     batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[arg-type]
