@@ -467,12 +467,21 @@ def execute(prepared: Prepared) -> RunOutcome:
         **{k: v for k, v in result.extras.items()},
         **dp_privacy(prepared),
         **(prepared.checkpoint.as_record() if prepared.checkpoint is not None else {}),
+        "identifiability": identifiability_record(prepared),
     }
     if prepared.client_of is not None:
         for entry, owner in zip(metrics["per_image"], prepared.client_of):
             entry["client"] = owner
     write_outputs(prepared, result, score, metrics, progress)
     return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
+
+
+def identifiability_record(prepared: Prepared) -> dict[str, Any]:
+    """What this update could leak, counted from the model alone (gradleak.attacks.identifiability)."""
+    from gradleak.attacks.identifiability import identifiability
+
+    update = prepared.update
+    return identifiability(prepared.model, update.input_shape, update.batch_size, sent=update.parameter_names).as_record()
 
 
 def write_unscored(prepared: Prepared, result: AttackResult, progress: _Progress) -> RunOutcome:
@@ -496,6 +505,7 @@ def write_unscored(prepared: Prepared, result: AttackResult, progress: _Progress
         "stop_reason": result.stop_reason,
         "final_loss": result.losses[-1] if result.losses else None,
         **{k: v for k, v in result.extras.items()},
+        "identifiability": identifiability_record(prepared),
     }
     with staged_folder(prepared.out_dir) as stage:
         batch = result.images.shape[0]

@@ -5,7 +5,8 @@ converging; ``restarts=1`` is the single-try original), ``idlg``, ``analytic`` (
 inversion), ``ig`` (Inverting Gradients), ``map`` (noise-aware MAP inversion for defended updates),
 ``imprint`` (whole batches out of a malicious server's imprint block, Robbing the Fed),
 ``linear_input`` (one image from a first Linear layer, closed form), ``patch_embedding`` (one
-image from a ViT-style patch projection and position embedding, closed form) and ``auto``
+image from a ViT-style patch projection and position embedding, closed form), ``spear`` (exact
+disaggregation of a batch through a fully connected ReLU layer) and ``auto``
 (picks among them without ground truth).
 """
 
@@ -22,6 +23,7 @@ from gradleak.attacks.linear_input import LinearInputInversion
 from gradleak.attacks.patch_embedding import PatchEmbeddingInversion
 from gradleak.attacks.noise_model import noise_model
 from gradleak.attacks.posterior import MapInversion
+from gradleak.attacks.spear import Spear
 
 __all__ = [
     "ATTACKS",
@@ -40,4 +42,5 @@ __all__ = [
     "noise_model",
     "relative_gradient_error",
     "restore_batch_labels",
+    "Spear",
 ]

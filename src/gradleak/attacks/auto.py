@@ -19,6 +19,9 @@ through a first biased Linear layer (an MLP: ``linear_input``) or through a ViT-
 projection with a position embedding (``patch_embedding``); each is accepted only when the
 update it implies matches the shared one (relative error below ``accept_error``).
 :func:`explain` says, for any model and update, which attacks apply and why (the CLI prints it).
+Next, still before step 1: a model whose first layer feeds a ReLU and then a Linear layer whose gradient
+is sent (``--model mlp``, ``convfc``) goes to :class:`~gradleak.attacks.spear.Spear`
+(:func:`relu_disaggregation_plan`), which hands what it cannot recover to Inverting Gradients.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def explain(model: nn.Module, update: SharedUpdate) -> list[Applicability]:
     for name, _, finder, _ in CLOSED_FORMS:
         why = finder(model, update)
         found.append(Applicability(name, not isinstance(why, str), why if isinstance(why, str) else _EXACT[name]))
+    relu_plan = relu_disaggregation_plan(model, update)
+    found.append(Applicability("spear", relu_plan is not None, relu_plan or
+                               "needs a sent Linear layer fed by a first-layer ReLU, wide enough for the batch"))
     gradient = as_gradient(update)
     layers = sigmoid_conv_layers(model)
     if gradient is None:
@@ -110,6 +116,22 @@ _EXACT = {
     "linear_input": "one image through a first biased Linear layer on the raw input: exact in closed form",
     "patch_embedding": "one image through a patch projection with a position embedding: exact in closed form",
 }
+
+
+def relu_disaggregation_plan(model: nn.Module, update: SharedUpdate) -> str | None:
+    """Why ``spear`` applies (a sent Linear layer fed by a first-layer ReLU, one client's batch that
+    its rank can separate), or None."""
+    from gradleak.attacks.spear import find_relu_linear_chain
+
+    chain = find_relu_linear_chain(model)
+    if isinstance(chain, str) or update.clients > 1 or update.batch_size > chain.linear.in_features:
+        return None
+    names = update.parameter_names
+    sent = {n for n, p in model.named_parameters() if p is chain.linear.weight or p is chain.linear.bias}
+    if names is not None and not sent <= set(names):
+        return None
+    return (f"a Linear layer fed by a ReLU ({chain.linear.in_features} units) is sent: its gradient disaggregates "
+            f"the batch of {update.batch_size} exactly")
 
 
 @dataclass
@@ -146,6 +168,9 @@ class Auto:
         for name, _, finder, _ in CLOSED_FORMS:
             if not isinstance(finder(model, update), str):
                 return name, _EXACT[name]
+        relu_plan = relu_disaggregation_plan(model, update)
+        if relu_plan is not None:
+            return "spear", relu_plan
         gradient = as_gradient(update)
         if gradient is None:
             return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
@@ -176,6 +201,15 @@ class Auto:
         closed, reason = self._closed_form(model, update, first, reason, observer)
         if closed is not None:
             return closed
+        if first == "spear":
+            from gradleak.attacks.spear import Spear
+
+            result = Spear(iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts).run(
+                model, update, generator=generator, observer=observer
+            )
+            result.extras["auto_choice"] = 7.0  # 7 = spear (ReLU disaggregation)
+            result.stop_reason = f"{result.stop_reason} (auto: {reason})"
+            return result
         gradient = as_gradient(update)
         analytic: AttackResult | None = None
         if first == "analytic":

@@ -26,11 +26,16 @@ def cmd_inspect(argv: Sequence[str]) -> int:
                         help="with --model: the scenario whose server sends the model (imprint: a malicious server's)")
     parser.add_argument("--bins", type=int, default=None, help="with --scenario imprint: its bins (default 1024)")
     parser.add_argument("--seed", type=int, default=1234, help="with --model: initialisation seed (default 1234)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="with --model: also print what an update of this batch size can leak, per layer "
+                        "(gradient rank, equations vs unknowns, the largest exactly recoverable batch)")
     args = parser.parse_args(list(argv))
     from gradleak.inspect import inspect_model, inspect_state, load_state
 
     if args.path is not None and args.model is not None:
         raise GradleakError("give a checkpoint path or --model, not both")
+    if args.batch_size is not None and (args.model is None or args.batch_size < 1):
+        raise GradleakError(f"--batch-size {args.batch_size} needs --model NAME and a batch of at least 1")
     if args.path is not None:
         state = load_state(args.path)
         findings = inspect_state(state)
@@ -41,6 +46,8 @@ def cmd_inspect(argv: Sequence[str]) -> int:
         what = f"model {args.model}" + (f" as a {args.scenario} server sends it" if args.scenario != "fedsgd" else "")
     else:
         raise GradleakError("nothing to inspect: give a checkpoint path (e.g. model.pt from gradleak run --save-model) or --model NAME")
+    if args.batch_size is not None:
+        _print_identifiability(model, args)
     for finding in findings:
         print(finding)
     if findings:
@@ -48,6 +55,14 @@ def cmd_inspect(argv: Sequence[str]) -> int:
         return 1
     print(f"no findings in {what}")
     return 0
+
+
+def _print_identifiability(model, args) -> None:  # type: ignore[no-untyped-def]
+    from gradleak.attacks.identifiability import identifiability
+    from gradleak.data import get_spec
+
+    spec = get_spec(args.dataset)
+    print(identifiability(model, (spec.channels, spec.image_size, spec.image_size), args.batch_size).table())
 
 
 def _build(args):  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.models.convfc import ConvFC
+from gradleak.models.mlp import MLP
 from gradleak.registry import Registry
 
 
@@ -162,6 +164,25 @@ MODELS.register(
         "resnet-dlg",
         "DLG-paper style deep sigmoid ResNet without strides (width 16, 3 stages of 2 blocks)",
         lambda c, s, k: ResNet((2, 2, 2), channels=c, image_size=s, num_classes=k, width=16, strides=False),
+        uniform_init=False,
+    ),
+)
+
+MODELS.register(
+    "mlp",
+    ModelSpec(
+        "mlp",
+        "SPEAR-style MLP: 2 hidden Linear(·, 1000) → ReLU layers (any input; gradleak.models.mlp.MLP for other widths)",
+        lambda c, s, k: MLP(c, s, k),
+        uniform_init=False,  # PyTorch's default init, as in SPEAR (U(-0.5, 0.5) saturates a 3,072-input layer)
+    ),
+)
+MODELS.register(
+    "convfc",
+    ModelSpec(
+        "convfc",
+        "one stride-1 ReLU conv (12 channels) then Linear(·, 1000) → ReLU → Linear (any input)",
+        lambda c, s, k: ConvFC(c, s, k),
         uniform_init=False,
     ),
 )
