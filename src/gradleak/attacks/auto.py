@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -192,7 +193,7 @@ class Auto:
             f"{key}_posterior_energy": energy_rival,
             f"{key}_discrepancy": discrepancy,
         })
-        if energy_rival < energy_map:
+        if energy_rival < energy_map or not math.isfinite(energy_map):
             rival.seconds = result.seconds
             rival.extras.update({**result.extras, "auto_choice": choice})
             rival.stop_reason = f"{what} kept: posterior energy {energy_rival:.4g} < MAP's {energy_map:.4g} ({why})"

@@ -48,6 +48,7 @@ _FLOOR_SHARE = 1e-8
 # A data term up to this multiple of its expectation at the true image counts as explained down to
 # the noise (the discrepancy principle; the chi-square's spread is tiny for thousands of entries).
 _NOISE_FLOOR_RATIO = 2.0
+_NON_FINITE_RETRIES = 3  # restarts from the last finite iterate before giving up
 
 
 def predicted_update(
@@ -170,46 +171,52 @@ class MapInversion:
         budget = [max(1, self.iterations // (2 * len(stages)))] * (len(stages) - 1)
         budget.append(max(1, self.iterations - sum(budget)))
         stop_reason = "max_iterations"
+        finite = x.detach().clone()  # the last iterate whose energy was finite
+        non_finite = 0
         for inflated, its in zip(stages, budget):
             energy.stage = inflated
-            optimizer = torch.optim.LBFGS(
-                [x], lr=1, max_iter=its, history_size=50, line_search_fn="strong_wolfe",
-                tolerance_grad=1e-10, tolerance_change=1e-12,
-            )
+            limit = evaluations + its if inflated is not None else self.iterations
+            while evaluations < limit and non_finite <= _NON_FINITE_RETRIES:
+                optimizer = torch.optim.LBFGS(
+                    [x], lr=1, max_iter=limit - evaluations, history_size=50, line_search_fn="strong_wolfe",
+                    tolerance_grad=1e-10, tolerance_change=1e-12,
+                )
 
-            def closure() -> torch.Tensor:
-                nonlocal evaluations
-                optimizer.zero_grad()
-                value = energy(x)
-                if not math.isfinite(float(value.detach())):
-                    raise FloatingPointError("non-finite posterior energy")
-                value.backward()
-                evaluations += 1
-                losses.append(float(value.detach()))
-                if evaluations % self.snapshot_every == 0:
-                    current = x.detach().clamp(0, 1).cpu()
-                    snapshots.append((evaluations, current))
-                    if observer is not None:
-                        observer(StepReport(iteration=evaluations, loss=losses[-1], images=current))
-                return value
+                def closure() -> torch.Tensor:
+                    nonlocal evaluations
+                    optimizer.zero_grad()
+                    value = energy(x)
+                    if not math.isfinite(float(value.detach())):
+                        raise FloatingPointError("non-finite posterior energy")
+                    finite.copy_(x.detach())
+                    value.backward()
+                    evaluations += 1
+                    losses.append(float(value.detach()))
+                    if evaluations % self.snapshot_every == 0:
+                        current = x.detach().clamp(0, 1).cpu()
+                        snapshots.append((evaluations, current))
+                        if observer is not None:
+                            observer(StepReport(iteration=evaluations, loss=losses[-1], images=current))
+                    return value
 
-            try:
-                optimizer.step(closure)
-                # The last stage: L-BFGS stops early when its history goes stale; restart it while
-                # budget is left and the update is not yet explained down to its noise.
-                while inflated is None and evaluations < self.iterations:
-                    if energy.evaluate(x.detach())[1] <= _NOISE_FLOOR_RATIO:
-                        break
-                    before = evaluations
-                    optimizer = torch.optim.LBFGS(
-                        [x], lr=1, max_iter=self.iterations - evaluations, history_size=50,
-                        line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12,
-                    )
+                before = evaluations
+                try:
                     optimizer.step(closure)
-                    if evaluations - before < 3:  # no progress left to make
-                        break
-            except FloatingPointError:
-                stop_reason = "stopped: the posterior energy became non-finite"
+                except FloatingPointError:
+                    # A line-search trial left the region where the energy is finite (a stiff,
+                    # near-exact noise model): go back to the last finite iterate, fresh history.
+                    with torch.no_grad():
+                        x.copy_(finite)
+                    non_finite += 1
+                    continue
+                # In the last stage L-BFGS may stop early when its history goes stale: restart it
+                # while budget is left and the update is not yet explained down to its noise.
+                if inflated is not None or evaluations - before < 3:
+                    break
+                if energy.evaluate(x.detach())[1] <= _NOISE_FLOOR_RATIO:
+                    break
+            if non_finite > _NON_FINITE_RETRIES:
+                stop_reason = "stopped: the posterior energy kept becoming non-finite (last finite iterate kept)"
                 break
         images = x.detach().clamp(0, 1).cpu()
         energy.stage = None
