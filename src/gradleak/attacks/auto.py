@@ -28,7 +28,7 @@ from gradleak.attacks.base import ATTACKS
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.noise_model import NOISE_SOURCES, noise_model, relative_noise_level
-from gradleak.attacks.posterior import MapInversion, posterior_energy
+from gradleak.attacks.posterior import MapInversion, noise_floor_verdict, posterior_energy
 from gradleak.errors import GradleakError
 from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver
 
@@ -198,7 +198,10 @@ class Auto:
             rival.extras.update({**result.extras, "auto_choice": choice})
             rival.stop_reason = f"{what} kept: posterior energy {energy_rival:.4g} < MAP's {energy_map:.4g} ({why})"
             return rival
-        result.stop_reason = f"MAP inversion ({why}); posterior energy {energy_map:.4g} < {what}'s {energy_rival:.4g}"
+        result.stop_reason = (
+            f"MAP inversion ({why}); posterior energy {energy_map:.4g} < {what}'s {energy_rival:.4g}; "
+            f"{noise_floor_verdict(result.extras['discrepancy'], result.iterations)}"
+        )
         return result
 
     def _best_of(

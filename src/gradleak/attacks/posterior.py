@@ -222,14 +222,7 @@ class MapInversion:
         energy.stage = None
         final, discrepancy = energy.evaluate(images.to(device))
         if stop_reason == "max_iterations":
-            stop_reason = f"MAP inversion under {noise.description}"
-            if discrepancy <= _NOISE_FLOOR_RATIO:
-                stop_reason += f"; reached its noise floor (data term {discrepancy:.2f}× its expectation at the true image)"
-            else:
-                stop_reason += (
-                    f"; did not reach its noise floor: data term {discrepancy:.1f}× its expectation at the true "
-                    f"image after {evaluations} evaluations (raise --iters)"
-                )
+            stop_reason = f"MAP inversion under {noise.description}; {noise_floor_verdict(discrepancy, evaluations)}"
         result = AttackResult(
             images=images,
             labels=labels,
@@ -246,6 +239,21 @@ class MapInversion:
             },
         )
         return finish(result)
+
+
+def noise_floor_verdict(discrepancy: float, evaluations: int) -> str:
+    """Whether a MAP result explains the update down to its noise (the stop rule), in words.
+
+    Example:
+        >>> noise_floor_verdict(0.8, 400)
+        'reached its noise floor (data term 0.80× its expectation at the true image)'
+    """
+    if discrepancy <= _NOISE_FLOOR_RATIO:
+        return f"reached its noise floor (data term {discrepancy:.2f}× its expectation at the true image)"
+    return (
+        f"did not reach its noise floor: data term {discrepancy:.1f}× its expectation at the true image "
+        f"after {evaluations} evaluations (raise --iters)"
+    )
 
 
 def posterior_energy(
