@@ -117,6 +117,7 @@ class AnalyticInversion:
     # Chosen on the tuning photos imagenet_00 and _02 under fp16 (0.01: 30.3, 0.1: 34.7, 1: 32.2,
     # 10: 10.4 dB on _00); exact gradients stay exact (79 dB on _00).
     forward_weight: float = 0.1
+    whiten: bool = True  # weight each forward equation by the sigmoid's slope (False: plain logits)
     tv_weight: float = 0.0  # accepted for a uniform interface; an exact solve needs no prior
     clamp: bool = False
     # Smooth-TV weights where the gradient underdetermines the layers, one L-BFGS stage each: a
@@ -205,6 +206,7 @@ class AnalyticInversion:
             activation, d_activation, used = _invert_conv_sigmoid(
                 conv, activation, d_activation, grad_of[id(conv.weight)], (batch, *shapes[remaining - 1]),
                 max_iterations=self.iterations, tolerance=self.tolerance, forward_weight=self.forward_weight,
+                whiten=self.whiten,
             )
             iterations_used += used
             remaining -= 1
@@ -396,6 +398,7 @@ def _invert_conv_sigmoid(
     max_iterations: int,
     tolerance: float,
     forward_weight: float = 1.0,
+    whiten: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Given sigmoid(conv(a)) and ∂L/∂(that) for a batch, recover a and ∂L/∂a (weight gradient shared)."""
     weight = conv.weight.detach().double()
@@ -408,7 +411,7 @@ def _invert_conv_sigmoid(
     # Whiten the forward equations: an error e in a sigmoid output becomes e / (out (1 − out)) in its
     # logit, so each equation is weighted by out (1 − out); saturated outputs, whose logit the
     # update barely pins down, then count little instead of dominating the solve.
-    slope = out * (1 - out)
+    slope = out * (1 - out) if whiten else torch.ones_like(out)
     forward_rhs = ((pre - bias.view(1, -1, 1, 1)) * slope).flatten()
     # Normalise both blocks, then weight the forward one by ``forward_weight``.
     w_forward = forward_weight / float(forward_rhs.norm().clamp_min(1e-150))  # (squared below: no overflow)
