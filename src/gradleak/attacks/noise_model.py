@@ -34,9 +34,8 @@ import math
 import torch
 
 from gradleak.attacks.labels import last_layer_weight_gradient
-from gradleak.defenses import DPSGD, GaussianNoise, HalfPrecision, Int8Quantization, LaplacianNoise, Prune
 from gradleak.defenses import parse_defense
-from gradleak.defenses.quantize import fp16_roundtrip, int8_scale
+from gradleak.defenses.quantize import fp16_roundtrip, fp16_rounding_variance, int8_rounding_variance, int8_scale
 from gradleak.errors import GradleakError
 from gradleak.types import NoiseModel, SharedUpdate
 
@@ -44,70 +43,31 @@ NOISE_SOURCES = ("auto", "published", "estimated")
 _ZERO_SHARE_FOR_PRUNING = 0.01  # more exact zeros than this in a tensor: treat zeros as not sent
 
 
-def fp16_rounding_variance(values: torch.Tensor) -> torch.Tensor:
-    """Per-entry variance of round-to-nearest fp16 error around received fp16 ``values``.
-
-    The error is uniform over one unit in the last place (ulp): variance ulp²/12. A normal fp16
-    number has 10 fraction bits, so ulp = 2^(floor(log2|v|) − 10); below 2^-14 the spacing is the
-    subnormal 2^-24.
-    """
-    magnitude = values.detach().abs().double()
-    exponent = torch.floor(torch.log2(magnitude.clamp_min(2.0**-14)))
-    ulp = torch.pow(2.0, exponent - 10).clamp_min(2.0**-24)
-    return (ulp**2 / 12).to(values.dtype)
-
-
-def int8_rounding_variance(values: torch.Tensor) -> torch.Tensor:
-    """Variance of the per-tensor symmetric int8 rounding error: step²/12, step = max|v|/127."""
-    step = int8_scale(values).double()
-    return (step**2 / 12).to(values.dtype)
-
-
-def _zeros(update: SharedUpdate) -> list[torch.Tensor]:
-    return [torch.zeros((), dtype=t.dtype, device=t.device) for t in update.tensors]
-
-
 def published_noise_model(update: SharedUpdate) -> NoiseModel:
-    """The perturbation implied by the defenses the update declares (``update.defenses``)."""
-    variances = _zeros(update)
+    """The perturbation the update's defenses (``update.defenses``) declare, combined.
+
+    Each defense states its own noise model (``noise_contribution(update)``, a
+    :class:`~gradleak.types.NoiseContribution`): variances add up, masks intersect, a clipping
+    norm is kept. A defense that declares none is refused with one line.
+    """
+    variances = [torch.zeros((), dtype=t.dtype, device=t.device) for t in update.tensors]
     masks: list[torch.Tensor] | None = None
     clip: float | None = None
     parts: list[str] = []
     for spec in update.defenses:
-        defense = parse_defense(spec)
-        if hasattr(defense, "noise_contribution"):  # a defense that declares its own noise model
-            declared = defense.noise_contribution(update)
-            if declared.variances is not None:
-                variances = [v + d for v, d in zip(variances, declared.variances)]
-            if declared.masks is not None:
-                masks = list(declared.masks) if masks is None else [m & d for m, d in zip(masks, declared.masks)]
-            clip = declared.clip if declared.clip is not None else clip
-            parts.append(declared.description)
-        elif isinstance(defense, GaussianNoise):
-            variances = [v + defense.variance for v in variances]
-            parts.append(f"Gaussian noise of variance {defense.variance:g}")
-        elif isinstance(defense, LaplacianNoise):
-            variances = [v + 2 * defense.scale**2 for v in variances]
-            parts.append(f"Laplacian noise of scale {defense.scale:g} (variance {2 * defense.scale**2:.3g})")
-        elif isinstance(defense, DPSGD):
-            # Noise of std sigma·clip on the sum of clipped per-example gradients, then divided by B.
-            std = defense.sigma * defense.clip / update.batch_size
-            variances = [v + std**2 for v in variances]
-            clip = defense.clip
-            parts.append(f"DP-SGD clip {defense.clip:g}, noise std {std:.3g} on the mean gradient")
-        elif isinstance(defense, HalfPrecision):
-            variances = [v + fp16_rounding_variance(t) for v, t in zip(variances, update.tensors)]
-            parts.append("fp16 rounding (variance ulp²/12 per value)")
-        elif isinstance(defense, Int8Quantization):
-            variances = [v + int8_rounding_variance(t) for v, t in zip(variances, update.tensors)]
-            parts.append("int8 rounding (variance step²/12 per tensor)")
-        elif isinstance(defense, Prune):
-            masks = [t != 0 for t in update.tensors]
-            parts.append(f"pruning of {defense.ratio:g} per tensor (zeros not sent)")
-        else:  # a defense registered later without a noise model: say so instead of guessing
+        declare = getattr(parse_defense(spec), "noise_contribution", None)
+        if declare is None:  # a defense without a declared noise model: say so instead of guessing
             raise GradleakError(
-                f"no published noise model for defense {spec!r}: use --noise-source estimated"
+                f"defense {spec!r} declares no noise model (noise_contribution): use --noise-source estimated"
             )
+        part = declare(update)
+        if part.variances is not None:
+            variances = [v + extra for v, extra in zip(variances, part.variances)]
+        if part.masks is not None:
+            masks = list(part.masks) if masks is None else [m & extra for m, extra in zip(masks, part.masks)]
+        if part.clip is not None:
+            clip = part.clip
+        parts.append(part.description)
     description = "published: " + ("; ".join(parts) if parts else "no defense, exact gradient")
     return NoiseModel(tuple(variances), tuple(masks) if masks is not None else None, clip, "published", description)
 

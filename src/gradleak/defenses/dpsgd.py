@@ -13,15 +13,16 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from gradleak.defenses.base import DEFENSES, Defense, DefenseKind, SpecError, parse_number
-from gradleak.defenses.noise import normal_like
+from gradleak.defenses.noise import constant_variances, normal_like
 from gradleak.errors import GradleakError
 from gradleak.objective import ClientForward, clip_per_example, per_example_norms, trainable_parameter_names
-from gradleak.types import SharedUpdate
+from gradleak.types import NoiseContribution, SharedUpdate
 
 __all__ = ["DPSGD", "clip_per_example", "per_example_norms", "split_dpsgd"]
 
@@ -57,6 +58,7 @@ class DPSGD:
     clip: float
     sigma: float
     delta: float = 1e-5
+    family: ClassVar[str] = "dpsgd"
 
     def __post_init__(self) -> None:
         check_dp_settings(self.clip, self.sigma, self.delta)
@@ -64,6 +66,20 @@ class DPSGD:
     @property
     def name(self) -> str:
         return f"dpsgd:clip={self.clip!r},sigma={self.sigma!r},delta={self.delta!r}"
+
+    @property
+    def level(self) -> float:
+        """Strength on the dpsgd axis: the noise multiplier sigma."""
+        return self.sigma
+
+    def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
+        """Noise of std sigma·clip on the sum of clipped per-example gradients, then divided by B."""
+        std = self.sigma * self.clip / update.batch_size
+        return NoiseContribution(
+            variances=constant_variances(update, std**2),
+            clip=self.clip,
+            description=f"DP-SGD clip {self.clip:g}, noise std {std:.3g} on the mean gradient",
+        )
 
     def apply(
         self, update: SharedUpdate, *, generator: torch.Generator | None = None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from gradleak.defenses.base import DEFENSES, DefenseKind, parse_number
-from gradleak.types import SharedUpdate
+from gradleak.types import NoiseContribution, SharedUpdate
 
 
 def _draw(like: torch.Tensor, generator: torch.Generator | None, sample: str) -> torch.Tensor:
@@ -35,6 +36,11 @@ def _draw(like: torch.Tensor, generator: torch.Generator | None, sample: str) ->
     return noise.to(like.device)
 
 
+def constant_variances(update: SharedUpdate, variance: float) -> tuple[torch.Tensor, ...]:
+    """The same i.i.d. ``variance`` for every shared tensor (0-d tensors, broadcastable)."""
+    return tuple(torch.tensor(variance, dtype=t.dtype, device=t.device) for t in update.tensors)
+
+
 def normal_like(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """N(0, 1) noise shaped like ``like`` on its device (see :func:`_draw` for the generator)."""
     return _draw(like, generator, "normal")
@@ -48,15 +54,27 @@ class GaussianNoise:
     standard deviation is ``sqrt(variance)``. Spec: ``gaussian:VARIANCE``.
 
     Example:
-        >>> GaussianNoise(1e-2).std
-        0.1
+        >>> GaussianNoise(1e-2).std, GaussianNoise(1e-2).family, GaussianNoise(1e-2).level
+        (0.1, 'gaussian', 0.01)
     """
 
     variance: float
+    family: ClassVar[str] = "gaussian"
 
     @property
     def name(self) -> str:
         return f"gaussian:{self.variance!r}"
+
+    @property
+    def level(self) -> float:
+        """Strength on the gaussian axis: the variance."""
+        return self.variance
+
+    def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
+        return NoiseContribution(
+            variances=constant_variances(update, self.variance),
+            description=f"Gaussian noise of variance {self.variance:g}",
+        )
 
     @property
     def std(self) -> float:
@@ -79,10 +97,23 @@ class LaplacianNoise:
     """
 
     scale: float
+    family: ClassVar[str] = "laplacian"
 
     @property
     def name(self) -> str:
         return f"laplacian:{self.scale!r}"
+
+    @property
+    def level(self) -> float:
+        """Strength on the laplacian axis: the scale b."""
+        return self.scale
+
+    def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
+        variance = 2 * self.scale**2
+        return NoiseContribution(
+            variances=constant_variances(update, variance),
+            description=f"Laplacian noise of scale {self.scale:g} (variance {variance:.3g})",
+        )
 
     def apply(
         self, update: SharedUpdate, *, generator: torch.Generator | None = None

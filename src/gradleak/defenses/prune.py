@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from gradleak.defenses.base import DEFENSES, DefenseKind, parse_number
-from gradleak.types import SharedUpdate
+from gradleak.types import NoiseContribution, SharedUpdate
 
 
 def pruned_count(numel: int, ratio: float) -> int:
@@ -51,10 +52,23 @@ class Prune:
     """
 
     ratio: float
+    family: ClassVar[str] = "prune"
 
     @property
     def name(self) -> str:
         return f"prune:{self.ratio!r}"
+
+    @property
+    def level(self) -> float:
+        """Strength on the prune axis: the share of entries zeroed per tensor."""
+        return self.ratio
+
+    def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
+        """The zeros were not sent: they carry no information about the gradient."""
+        return NoiseContribution(
+            masks=tuple(t != 0 for t in update.tensors),
+            description=f"pruning of {self.ratio:g} per tensor (zeros not sent)",
+        )
 
     def apply(
         self, update: SharedUpdate, *, generator: torch.Generator | None = None

@@ -6,11 +6,12 @@ Both return float32 tensors: the values the server sees after dequantising what 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from gradleak.defenses.base import DEFENSES, DefenseKind, no_argument
-from gradleak.types import SharedUpdate
+from gradleak.types import NoiseContribution, SharedUpdate
 
 INT8_LEVELS = 127
 """Symmetric int8 uses the integer codes -127 .. 127 (-128 is left unused to stay symmetric)."""
@@ -43,13 +44,51 @@ def int8_roundtrip(tensor: torch.Tensor) -> torch.Tensor:
     return codes.to(torch.float32) * scale
 
 
+def fp16_rounding_variance(values: torch.Tensor) -> torch.Tensor:
+    """Per-entry variance of round-to-nearest fp16 error around received fp16 ``values``.
+
+    The error is uniform over one unit in the last place (ulp): variance ulp²/12. A normal fp16
+    number has 10 fraction bits, so ulp = 2^(floor(log2|v|) − 10); below 2^-14 the spacing is the
+    subnormal 2^-24.
+
+    Example:
+        >>> round(float(fp16_rounding_variance(torch.tensor([1.0]))) * 12 * 2**20, 6)  # ulp of 1.0 is 2^-10
+        1.0
+    """
+    magnitude = values.detach().abs().double()
+    exponent = torch.floor(torch.log2(magnitude.clamp_min(2.0**-14)))
+    ulp = torch.pow(2.0, exponent - 10).clamp_min(2.0**-24)
+    return (ulp**2 / 12).to(values.dtype)
+
+
+def int8_rounding_variance(values: torch.Tensor) -> torch.Tensor:
+    """Variance of the per-tensor symmetric int8 rounding error: step²/12, step = max|v|/127."""
+    step = int8_scale(values).double()
+    return (step**2 / 12).to(values.dtype)
+
+
 @dataclass(frozen=True)
 class HalfPrecision:
-    """Share float16 values: each entry becomes ``x.half().float()``. Spec: ``fp16``."""
+    """Share float16 values: each entry becomes ``x.half().float()``. Spec: ``fp16``.
+
+    Example:
+        >>> HalfPrecision().family, HalfPrecision().level
+        ('fp16', None)
+    """
+
+    family: ClassVar[str] = "fp16"
+    level: ClassVar[float | None] = None  # one setting: no strength axis
 
     @property
     def name(self) -> str:
         return "fp16"
+
+    def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
+        """Round-to-nearest error: variance ulp²/12 per received value."""
+        return NoiseContribution(
+            variances=tuple(fp16_rounding_variance(t) for t in update.tensors),
+            description="fp16 rounding (variance ulp²/12 per value)",
+        )
 
     def apply(
         self, update: SharedUpdate, *, generator: torch.Generator | None = None
@@ -65,9 +104,19 @@ class Int8Quantization:
     server sees the dequantised float32 values (see :func:`int8_roundtrip`).
     """
 
+    family: ClassVar[str] = "int8"
+    level: ClassVar[float | None] = None  # one setting: no strength axis
+
     @property
     def name(self) -> str:
         return "int8"
+
+    def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
+        """Rounding to the tensor's int8 grid: variance step²/12 per value, one step per tensor."""
+        return NoiseContribution(
+            variances=tuple(int8_rounding_variance(t) for t in update.tensors),
+            description="int8 rounding (variance step²/12 per tensor)",
+        )
 
     def apply(
         self, update: SharedUpdate, *, generator: torch.Generator | None = None

@@ -26,7 +26,6 @@ from gradleak.scenarios.base import (
     functional_forward,
     one_hot,
     scenario_settings,
-    sent_parameters,
 )
 
 # Import order is the order scenarios are listed in help and errors.
@@ -46,5 +45,4 @@ __all__ = [
     "functional_forward",
     "one_hot",
     "scenario_settings",
-    "sent_parameters",
 ]

@@ -4,9 +4,7 @@ the registry, and the declarations the orchestrators read."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -14,24 +12,12 @@ from torch import nn
 from gradleak.errors import GradleakError
 from gradleak.objective import cross_entropy_for_soft_labels, one_hot  # noqa: F401 - re-exported; the client forward model owns them
 from gradleak.registry import Registry
-from gradleak.types import SharedUpdate
 
 
 def functional_forward(model: nn.Module, weights: Sequence[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """Run ``model`` with its parameters replaced by ``weights`` (same order as ``parameters()``)."""
     names = [n for n, _ in model.named_parameters()]
     return torch.func.functional_call(model, dict(zip(names, weights)), (images,))
-
-
-def sent_parameters(model: nn.Module) -> tuple[tuple[str, ...] | None, list[torch.Tensor]]:
-    """The parameters a client trains and so sends: their names (``None`` when that is all of
-    them, the classic case) and the tensors, in ``named_parameters()`` order."""
-    named = list(model.named_parameters())
-    sent = [(n, p) for n, p in named if p.requires_grad]
-    if not sent:
-        raise GradleakError("the model has no trainable parameters (all have requires_grad=False): nothing would be sent")
-    names = None if len(sent) == len(named) else tuple(n for n, _ in sent)
-    return names, [p for _, p in sent]
 
 
 @contextlib.contextmanager
