@@ -17,7 +17,7 @@ pytest.importorskip("rouge_score")
 import torch  # noqa: E402
 
 from gradleak.errors import GradleakError  # noqa: E402
-from gradleak.text.cli import main  # noqa: E402
+from gradleak.cli.text_command import main  # noqa: E402
 from gradleak.text.metrics import lcs_length, score_text, token_accuracy  # noqa: E402
 from gradleak.text.model import load_text_model  # noqa: E402
 from gradleak.text.runner import TextRunConfig, run_text_experiment  # noqa: E402
@@ -202,7 +202,7 @@ def _run_py(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_does_not_load_transformers() -> None:
     r = _run_py(
-        "import sys, gradleak, gradleak.text, gradleak.text.cli\n"
+        "import sys, gradleak, gradleak.text, gradleak.cli.text_command\n"
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
         "assert 'tokenizers' not in sys.modules, 'tokenizers imported'\n"
     )
@@ -213,7 +213,7 @@ def test_missing_transformers_gives_install_hint(tmp_path: Path) -> None:
     r = _run_py(
         "import sys\n"
         "sys.modules['transformers'] = None\n"
-        "from gradleak.text.cli import main\n"
+        "from gradleak.cli.text_command import main\n"
         f"sys.exit(main(['--sentence', 'hi', '--out', {str(tmp_path / 'o')!r}, '--quiet']))\n"
     )
     assert r.returncode == 2

@@ -254,7 +254,7 @@ def _train(argv: Sequence[str]) -> int:
 
 
 def _text(argv: Sequence[str]) -> int:
-    from gradleak.text.cli import main as text_main
+    from gradleak.cli.text_command import main as text_main
 
     return text_main(list(argv))
 

@@ -6,7 +6,7 @@ sentences; :func:`gradleak.text.attack.run_text_attack` recovers the tokens from
 Importing this package is cheap and needs no optional dependency: ``transformers``,
 ``tokenizers`` and ``rouge-score`` (``pip install 'gradleak[text]'``) are imported only when a
 model, tokenizer or score is built. Modules: ``corpus`` (offline tokenizer text), ``tokenizer``,
-``model``, ``client``, ``attack``, ``metrics``, ``runner``, ``cli``.
+``model``, ``client``, ``attack``, ``metrics``, ``runner``; the command line is :mod:`gradleak.cli.text_command`.
 """
 
 from __future__ import annotations
