@@ -81,10 +81,16 @@ def test_builtin_model_is_seeded() -> None:
 
 def test_attack_recovers_short_sentence() -> None:
     sentence = "the quick brown fox jumps over the lazy dog"
-    result = run_text_experiment(TextRunConfig(sentences=[sentence], device="cpu"))
+    result = run_text_experiment(TextRunConfig(sentences=[sentence], device="cpu", method="tag"))
     assert result.metrics["token_accuracy"] >= 0.9
     assert result.recovered == [sentence]  # in practice exact on a random tiny BERT
     assert result.attack.token_set_source == "output-bias"
+
+
+def test_auto_uses_span_attack_for_one_sentence_on_an_encoder() -> None:
+    sentence = "the quick brown fox jumps over the lazy dog"
+    result = run_text_experiment(TextRunConfig(sentences=[sentence], device="cpu"))
+    assert result.metrics["attack"] == "span" and result.recovered == [sentence]
 
 
 def test_attack_recovers_batch_of_two() -> None:

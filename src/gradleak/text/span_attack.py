@@ -349,6 +349,10 @@ def run_span_attack(
                      f"{setup.span1.rank}/{setup.span2.rank}, thresholds {setup.tau1:.2g}/{setup.tau2:.2g}")
     vocab = int(model.get_input_embeddings().weight.shape[0])
     cands = _token_candidates(setup, vocab, max(update.lengths), {special["pad"]}, device)
+    if not check.within:
+        # The test passes (nearly) everything: keep the best-scoring few per position so the
+        # search stays bounded; what comes back is a partial, continuous-score recovery.
+        cands = [c[: max(8, update.batch_size)] for c in cands]
     decode = _decode_decoder if setup.inputs.causal else _decode_encoder
     seqs, rel = [], math.inf
     for reading in decode(setup, update, special, cands, config, device, notes):
