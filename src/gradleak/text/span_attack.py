@@ -228,12 +228,12 @@ def _extension_distances(
         x = setup.inputs.extend(prefixes[s : s + per], pool, torch.float32)
         parts.append(span_distance(basis32, x).flatten())
     d = torch.cat(parts).double()
+    k = pool.numel()
     close = (d < max(10 * setup.tau2, 1e-3)).nonzero().flatten()
-    if close.numel():
-        k = pool.numel()
-        for i in close.tolist():
-            x = setup.inputs.extend(prefixes[i // k : i // k + 1], pool[i % k : i % k + 1], torch.float64)
-            d[i] = span_distance(setup.span2.basis, x).flatten()[0]
+    for r in torch.unique(close // k).tolist():  # one float64 call per prefix, its close tokens only
+        cols = close[close // k == r] % k
+        x = setup.inputs.extend(prefixes[r : r + 1], pool[cols], torch.float64)
+        d[r * k + cols] = span_distance(setup.span2.basis, x)[0]
     return d
 
 
