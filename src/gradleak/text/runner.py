@@ -350,9 +350,12 @@ def plot_batches(
     floor = 1e-16
     xs = list(range(1, len(results) + 1))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.bar(xs, [max(r.final_relative_l2, floor) for r in results], color="tab:blue")
+    ax1.plot(xs, [max(r.final_relative_l2, floor) for r in results], "o", ms=8, color="tab:blue",
+             label="recovered batch")
     ax1.axhline(EXACT_RELATIVE_L2, color="gray", ls=":", lw=1, label="exact below this")
     ax1.set_yscale("log")
+    ax1.set_ylim(floor / 10, 10)
+    ax1.set_xlim(0.5, len(xs) + 0.5)
     ax1.set_xlabel("client batch")
     ax1.set_ylabel("relative squared gradient distance")
     ax1.set_title(f"{attack}: recovered batch vs shared gradient ({floor:g} = 0)", fontsize=10)
