@@ -17,7 +17,7 @@ pytest.importorskip("rouge_score")
 import torch  # noqa: E402
 
 from gradleak.errors import GradleakError  # noqa: E402
-from gradleak.text.cli import main  # noqa: E402
+from gradleak.cli.text_command import main  # noqa: E402
 from gradleak.text.metrics import lcs_length, score_text, token_accuracy  # noqa: E402
 from gradleak.text.model import load_text_model  # noqa: E402
 from gradleak.text.runner import TextRunConfig, run_text_experiment  # noqa: E402
@@ -81,10 +81,16 @@ def test_builtin_model_is_seeded() -> None:
 
 def test_attack_recovers_short_sentence() -> None:
     sentence = "the quick brown fox jumps over the lazy dog"
-    result = run_text_experiment(TextRunConfig(sentences=[sentence], device="cpu"))
+    result = run_text_experiment(TextRunConfig(sentences=[sentence], device="cpu", method="tag"))
     assert result.metrics["token_accuracy"] >= 0.9
     assert result.recovered == [sentence]  # in practice exact on a random tiny BERT
     assert result.attack.token_set_source == "output-bias"
+
+
+def test_auto_uses_span_attack_for_one_sentence_on_an_encoder() -> None:
+    sentence = "the quick brown fox jumps over the lazy dog"
+    result = run_text_experiment(TextRunConfig(sentences=[sentence], device="cpu"))
+    assert result.metrics["attack"] == "span" and result.recovered == [sentence]
 
 
 def test_attack_recovers_batch_of_two() -> None:
@@ -202,7 +208,7 @@ def _run_py(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_does_not_load_transformers() -> None:
     r = _run_py(
-        "import sys, gradleak, gradleak.text, gradleak.text.cli\n"
+        "import sys, gradleak, gradleak.text, gradleak.cli.text_command\n"
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
         "assert 'tokenizers' not in sys.modules, 'tokenizers imported'\n"
     )
@@ -213,7 +219,7 @@ def test_missing_transformers_gives_install_hint(tmp_path: Path) -> None:
     r = _run_py(
         "import sys\n"
         "sys.modules['transformers'] = None\n"
-        "from gradleak.text.cli import main\n"
+        "from gradleak.cli.text_command import main\n"
         f"sys.exit(main(['--sentence', 'hi', '--out', {str(tmp_path / 'o')!r}, '--quiet']))\n"
     )
     assert r.returncode == 2

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("reconstruct images from a shared gradient (or a captured update)", "gradleak.cli.run_command:cmd_gradleak_run"),
-    "text": ("recover sentences from a language model's gradient", "gradleak.text.cli:main"),
+    "text": ("recover sentences from a language model's gradient", "gradleak.cli.text_command:main"),
     "train": ("train the client's model; writes a checkpoint for --weights", "gradleak.cli.train_command:cmd_train"),
     "sweep": ("run a grid of experiments on Dask (crash-safe, resumable)", "gradleak.cli.sweep_commands:cmd_sweep"),
     "report": ("tables, plots and report.html for a sweep or a run folder", "gradleak.cli.sweep_commands:cmd_report"),

@@ -1,9 +1,11 @@
-"""``gradleak text``: recover a sentence from the gradient of one masked-LM step.
+"""``gradleak text``: recover sentences from the gradient of one language-model step.
 
 Example::
 
     gradleak text --sentence "the quick brown fox jumps over the lazy dog"
     gradleak text --sentence "my password is hunter2" --sentence "meet me at nine"   # a batch
+    gradleak text --model gpt2-base --sentences-file batch.txt --batch-size 32        # span attack
+    gradleak text --model gpt2-base --sentences-file batch.txt --defense gaussian:1e-8
     gradleak text --model bert-base-uncased --sentence "…"                            # Hub model
 
 Errors are one line on stderr (``gradleak text: error: …``) with exit status 2.
@@ -22,6 +24,15 @@ from gradleak.errors import GradleakError
 PROG = "gradleak text"
 
 
+class _SentenceGroups(argparse.Action):
+    """Keeps the words given after each ``--sentence`` together, to catch unquoted sentences."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        groups = list(getattr(namespace, self.dest, None) or [])
+        groups.append(list(values))
+        setattr(namespace, self.dest, groups)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Kept free of transformers so that --help works without the optional extra.
     from gradleak.text.model import BUILTIN_MODELS, DEFAULT_MODEL
@@ -33,16 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
         "tokens from that gradient alone.",
     )
     p.add_argument(
-        "--sentence", action="extend", nargs="+", default=[], metavar="TEXT",
-        help="the private sentence; give several (--sentence A B, or --sentence twice) for a batch",
+        "--sentence", action=_SentenceGroups, nargs="+", default=[], metavar="TEXT",
+        help='the private sentence, quoted ("the quick fox"); give several (--sentence "A" "B", '
+        "or --sentence twice) for a batch",
     )
+    p.add_argument("--sentences-file", default=None, metavar="FILE",
+                   help="UTF-8 text file, one private sentence per line (blank lines skipped)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sentences per client batch (one shared update and one attack each; "
+                   "default: all sentences in one batch)")
+    p.add_argument("--defense", action="append", default=[], metavar="SPEC",
+                   help="client-side defense, repeatable, as for images: gaussian:VARIANCE, "
+                   "prune:RATIO, dpsgd:clip=C,sigma=S, fp16, int8, laplacian:SCALE")
     p.add_argument(
         "--model", default=DEFAULT_MODEL,
-        help=f"built-in random BERT ({', '.join(BUILTIN_MODELS.names())}; default {DEFAULT_MODEL}, "
-        "offline) or a Hugging Face masked-LM name/path, e.g. bert-base-uncased",
+        help=f"built-in random model ({', '.join(BUILTIN_MODELS.names())}; default {DEFAULT_MODEL}, "
+        "offline) or a Hugging Face masked-LM/causal-LM name or folder, e.g. bert-base-uncased",
     )
-    p.add_argument("--attack", choices=["dlg", "tag"], default="tag",
-                   help="dlg: L2 gradient distance; tag: L2 + alpha*L1 (default tag)")
+    p.add_argument("--attack", choices=["auto", "span", "tag", "dlg"], default="auto",
+                   help="span: exact span attack (DAGER-class) on the first two attention layers; "
+                   "tag: L2 + alpha*L1 gradient matching; dlg: L2; auto (default): span for "
+                   "decoders and single sentences on models it knows, tag otherwise")
     p.add_argument("--iters", type=int, default=300,
                    help="max steps of the continuous stage (default 300; stops early on an exact "
                    "gradient match)")
@@ -64,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record the best guess every N steps (default 5)")
     p.add_argument("--out", default=None, help="output folder (default runs/<time>-text/)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, no summary; still prints where the results went")
     return p
 
 
@@ -83,9 +106,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded(lambda: _main(build_parser().parse_args(args)), PROG)
 
 
+def _sentences(args: argparse.Namespace) -> list[str]:
+    for group in args.sentence:
+        if len(group) > 1 and not any(any(c.isspace() for c in word) for word in group):
+            raise GradleakError(
+                f"--sentence got {len(group)} separate words ({' '.join(group[:4])}"
+                f"{' …' if len(group) > 4 else ''}): quote the sentence, "
+                f'--sentence "{" ".join(group)}"'
+            )
+    sentences = [s for group in args.sentence for s in group]
+    if args.sentences_file is not None:
+        path = Path(args.sentences_file)
+        if not path.is_file():
+            raise GradleakError(f"--sentences-file {path} does not exist or is not a file: check the path")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise GradleakError(f"--sentences-file {path} is not UTF-8 text: save it as UTF-8") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise GradleakError(f"--sentences-file {path} holds no sentence: write one per line")
+        sentences += lines
+    return sentences
+
+
 def _main(args: argparse.Namespace) -> int:
+    args.sentence = _sentences(args)
     if not args.sentence:
-        raise GradleakError('no sentence given: pass --sentence "the quick brown fox"')
+        raise GradleakError(
+            'no sentence given: pass --sentence "the quick brown fox" or --sentences-file FILE'
+        )
+    if args.batch_size is not None and args.batch_size < 1:
+        raise GradleakError(f"--batch-size must be at least 1 (got {args.batch_size})")
     if args.iters < 1:
         raise GradleakError(f"--iters must be at least 1 (got {args.iters}): pass --iters 300")
     if args.log_every < 1:
@@ -110,14 +162,19 @@ def _main(args: argparse.Namespace) -> int:
         raise GradleakError(
             "text leakage needs the optional extra: pip install 'gradleak[text]'"
         ) from None
+    from gradleak.defenses import parse_defenses
     from gradleak.text.attack import TextAttackConfig
     from gradleak.text.runner import TextRunConfig, run_text_experiment
+
+    parse_defenses(args.defense)  # a bad spec fails here, before the model is built
 
     config = TextRunConfig(
         sentences=list(args.sentence),
         model=args.model,
+        method=args.attack,
+        defenses=list(args.defense),
+        batch_size=args.batch_size,
         attack=TextAttackConfig(
-            method=args.attack,
             iters=args.iters,
             lr=args.lr,
             tag_alpha=args.tag_alpha,
@@ -135,15 +192,14 @@ def _main(args: argparse.Namespace) -> int:
     if not args.quiet:
         m = result.metrics
         for i, (orig, rec) in enumerate(zip(result.original, result.recovered), start=1):
-            tag = f"[{i}] " if len(result.original) > 1 else ""
-            print(f"{tag}original:  {orig}")
-            print(f"{tag}recovered: {rec}")
+            print(f"[{i}] original:  {orig}")
+            print(f"[{i}] recovered: {rec}")
         print(
             f"token accuracy {m['token_accuracy']:.1%}, exact match {m['exact_match']:.0%}, "
             f"rouge1 {m['rouge1']:.3f} rouge2 {m['rouge2']:.3f} rougeL {m['rougeL']:.3f} "
-            f"({m['iterations']} steps + {m['refine_passes']} refine passes, {m['seconds']:.1f} s)"
+            f"({m['attack']}, {m['seconds']:.1f} s)"
         )
-        print(f"wrote {', '.join(str(f) for f in result.files)}")
+    print(f"results in {out}: {', '.join(f.name for f in result.files)}")
     return 0
 
 
