@@ -20,6 +20,7 @@ from gradleak.errors import GradleakError
 _API = {
     "client_update", "defend", "reconstruct", "score", "save_update", "load_update", "available",
     "register_attack", "register_defense", "register_model", "register_scenario", "register_dataset",
+    "register_metric",
 }
 _TYPES = {"SharedUpdate", "AttackResult", "NoiseContribution", "StepReport"}
 
@@ -28,7 +29,7 @@ __all__ = ["GradleakError", "__version__", *sorted(_API), *sorted(_TYPES)]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from gradleak.api import (  # noqa: F401
         available, client_update, defend, load_update, reconstruct, register_attack, register_dataset,
-        register_defense, register_model, register_scenario, save_update, score,
+        register_defense, register_metric, register_model, register_scenario, save_update, score,
     )
     from gradleak.types import AttackResult, NoiseContribution, SharedUpdate, StepReport  # noqa: F401
 

@@ -23,6 +23,7 @@ from gradleak.api.registration import (
     register_attack,
     register_dataset,
     register_defense,
+    register_metric,
     register_model,
     register_scenario,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "register_attack",
     "register_dataset",
     "register_defense",
+    "register_metric",
     "register_model",
     "register_scenario",
     "save_update",

@@ -81,8 +81,18 @@ def register_dataset(spec: Any, backend: Any, *, sizes: dict[str, int] | None = 
         PUBLISHED_SIZES[spec.name] = dict(sizes)
 
 
+def register_metric(
+    name: str, function: Callable[[Any, Any], float], *, higher_is_better: bool = True, summary: str = ""
+) -> None:
+    """Register a per-image metric ``function(reconstruction, target) -> float`` (each a (C, H, W)
+    tensor in [0, 1]); every scored run then reports it under ``per_image[i]["extra"][name]``."""
+    from gradleak.metrics import METRICS, MetricSpec
+
+    METRICS.register(name, MetricSpec(name, function, higher_is_better, summary))
+
+
 def available(kind: str) -> list[str]:
-    """The registered names of one kind: ``attack``, ``defense``, ``model``, ``scenario``, ``dataset``.
+    """The registered names of one kind: ``attack``, ``defense``, ``model``, ``scenario``, ``dataset``, ``metric``.
 
     Example:
         >>> "auto" in available("attack") and "fedsgd" in available("scenario")
@@ -91,10 +101,12 @@ def available(kind: str) -> list[str]:
     from gradleak.attacks import ATTACKS
     from gradleak.data import DATASETS
     from gradleak.defenses import DEFENSES
+    from gradleak.metrics import METRICS
     from gradleak.models import MODELS
     from gradleak.scenarios import SCENARIOS
 
-    registries = {"attack": ATTACKS, "defense": DEFENSES, "model": MODELS, "scenario": SCENARIOS, "dataset": DATASETS}
+    registries = {"attack": ATTACKS, "defense": DEFENSES, "model": MODELS, "scenario": SCENARIOS,
+                  "dataset": DATASETS, "metric": METRICS}
     if kind not in registries:
         raise GradleakError(f"unknown kind {kind!r}: choose one of {', '.join(registries)}")
     return registries[kind].names()

@@ -15,10 +15,13 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from gradleak.registry import Registry
 
 
 def mse(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
@@ -100,6 +103,21 @@ def match_reconstructions(reconstructions: torch.Tensor, targets: torch.Tensor) 
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """A per-image metric: ``function(reconstruction, target) -> float`` on (C, H, W) in [0, 1]."""
+
+    name: str
+    function: Callable[[torch.Tensor, torch.Tensor], float]
+    higher_is_better: bool = True
+    summary: str = ""
+
+
+#: Metrics computed for every scored image beyond MSE, PSNR and SSIM (register your own with
+#: ``gradleak.register_metric``); their values land in ``ImageScore.extra`` and ``metrics.json``.
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+@dataclass(frozen=True)
 class ImageScore:
     index: int
     label: int | None  # None when the true labels were not given
@@ -107,6 +125,7 @@ class ImageScore:
     mse: float
     psnr: float
     ssim: float
+    extra: dict[str, float] = field(default_factory=dict)  # registered metrics, by name
 
 
 @dataclass(frozen=True)
@@ -166,6 +185,7 @@ def score_batch(
             mse=mse(matched[i], targets[i]),
             psnr=psnr(matched[i], targets[i]),
             ssim=ssim(matched[i], targets[i]),
+            extra={name: float(METRICS.get(name).function(matched[i], targets[i])) for name in METRICS.names()},
         )
         for i in range(targets.shape[0])
     ]
