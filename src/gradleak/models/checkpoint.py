@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.torch_version import TorchVersion
 
 from gradleak.errors import GradleakError
 
@@ -108,11 +109,13 @@ class CheckpointInfo:
 
 
 def _metadata_strings(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata as plain ``str`` (not a ``str`` subclass such as ``torch.__version__``'s TorchVersion,
+    which a weights-only unpickler, gradleak's own included, refuses as a foreign global)."""
     out = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION}
     for key, value in metadata.items():
         if value is None:
             continue
-        out[str(key)] = value if isinstance(value, str) else json.dumps(value)
+        out[str(key)] = str(value) if isinstance(value, str) else json.dumps(value)
     return out
 
 
@@ -317,7 +320,9 @@ def _load_torch(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict[
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it was not written with
             warnings.simplefilter("ignore")
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            # TorchVersion: a str subclass that gradleak before issue 21 wrote into .pt metadata.
+            with torch.serialization.safe_globals([TorchVersion]):
+                obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = " ".join(str(error).split())
         if "Unsupported global" in reason or "weights_only" in reason.lower():
@@ -335,7 +340,7 @@ def _load_torch(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict[
     metadata: dict[str, Any] = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         raw = obj.get("gradleak")
-        metadata = dict(raw) if isinstance(raw, Mapping) else {}
+        metadata = {str(k): str(v) if isinstance(v, str) else v for k, v in raw.items()} if isinstance(raw, Mapping) else {}
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise GradleakError(
