@@ -24,6 +24,8 @@ can fall back to optimisation when the model does not fit or the update was pert
 
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass
 
@@ -362,8 +364,8 @@ def _invert_conv_sigmoid(
     d_pre = d_activation * out * (1 - out)
     forward_rhs = (pre - bias.view(1, -1, 1, 1)).flatten()
     # Weight both blocks so that each counts equally whatever its scale.
-    w_forward = 1.0 / float(forward_rhs.norm().clamp_min(1e-300))
-    w_weight = 1.0 / float(g_weight.norm().clamp_min(1e-300))
+    w_forward = _balancing_weight(forward_rhs)
+    w_weight = _balancing_weight(g_weight)
     n_forward = forward_rhs.numel()
     rhs = torch.cat([forward_rhs * w_forward, g_weight.flatten() * w_weight])
 
@@ -392,6 +394,15 @@ def _invert_conv_sigmoid(
     a = solution.view(full_in)
     d_a = conv2d_input(full_in, weight, d_pre, stride, padding)
     return a, d_a, used
+
+
+def _balancing_weight(block: torch.Tensor) -> float:
+    """1/‖block‖, or 0 for a block that carries nothing usable (all zero, e.g. ``--defense prune:1``,
+    or so large/small that the squared weight overflows a float): it then drops out of the system."""
+    norm = float(block.norm())
+    if not (math.isfinite(norm) and norm > 0) or not math.isfinite(norm**-2):
+        return 0.0
+    return 1.0 / norm
 
 
 def _cgls(apply, adjoint, rhs, inv_diag, x, max_iterations: int, tolerance: float):  # type: ignore[no-untyped-def]
