@@ -109,7 +109,7 @@ def execute_planned(store: Store, sweep_dir: str, run: dict[str, Any], session: 
     run_id, kind = run["run_id"], run["kind"]
     try:
         claim = store.claim(run_id, session, worker)
-    except StoreError as error:  # the store cannot be written (full disk, damaged): the sweep stops
+    except GradleakError as error:  # the store cannot be opened or written (full disk, damaged): the sweep stops
         return {"run_id": run_id, "status": "store_error", "worker": worker, "error": str(error)}
     if not claim.ok:  # finished meanwhile (another sweep) or held by another live sweep
         return {"run_id": run_id, "status": "already_done" if claim.reason == "done" else claim.reason, "worker": worker}
