@@ -136,17 +136,11 @@ def prepare(config: RunConfig) -> Prepared:
         # The malicious server reads its own imprint block: that is the attack that applies.
         config = dataclasses.replace(config, attack="imprint")
     attack_factory = ATTACKS.get(config.attack)
-    if config.restarts is not None:
-        if config.restarts < 1:
-            raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
-        if not _has_setting(attack_factory, "restarts"):
-            raise GradleakError(
-                f"--restarts applies to the dlg, idlg, ig and auto attacks, not {config.attack}: drop it or use --attack dlg"
-            )
-    if config.noise_source is not None and not _has_setting(attack_factory, "noise_source"):
-        raise GradleakError(
-            f"--noise-source applies to the map and auto attacks, not {config.attack}: drop it or use --attack map"
-        )
+    if config.restarts is not None and config.restarts < 1:
+        raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
+    overrides = attack_overrides(config)
+    for name in overrides:
+        refuse_unsupported_setting(attack_factory, name, attack=config.attack)
     scenario_cls = SCENARIOS.get(config.scenario)
     defenses = parse_defenses(config.defenses)
     device = resolve_device(config.device)
@@ -228,15 +222,6 @@ def prepare(config: RunConfig) -> Prepared:
     if hasattr(scenario, "server_model"):  # a malicious server modifies the model it sends
         model = scenario.server_model(model)
     update = scenario.share(model, images.to(device), labels.to(device))
-    # Only what the user set overrides the attack's own defaults (each attack owns its config).
-    overrides = {
-        k: v
-        for k, v in (
-            ("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts),
-            ("noise_source", config.noise_source),
-        )
-        if v is not None
-    }
     attack = attack_factory(iterations=config.iterations, **overrides)
     attack.check(update, model)
     return Prepared(
@@ -307,6 +292,30 @@ def check_weights(checkpoint: Any, *, model_name: str, spec: Any, classes: int |
 def _has_setting(attack_factory: Any, name: str) -> bool:
     """Whether a (dataclass) attack has the setting ``name`` that a flag would override."""
     return name in {f.name for f in dataclasses.fields(attack_factory)}
+
+
+# Run settings an attack may take, with their flags: each attack declares the ones it takes as
+# dataclass fields, and a flag it has no field for is refused in one line (never a TypeError).
+ATTACK_SETTINGS = {"tv_weight": "--tv-weight", "clamp": "--clamp", "restarts": "--restarts", "noise_source": "--noise-source"}
+
+
+def attack_overrides(config: RunConfig) -> dict[str, Any]:
+    """The attack settings the user set (only these override the attack's own defaults)."""
+    return {name: getattr(config, name) for name in ATTACK_SETTINGS if getattr(config, name) is not None}
+
+
+def refuse_unsupported_setting(attack_factory: Any, name: str, *, attack: str) -> None:
+    """One line naming the attacks that take setting ``name``, when ``attack`` does not."""
+    from gradleak.attacks import ATTACKS
+
+    if _has_setting(attack_factory, name):
+        return
+    takers = [n for n in ATTACKS.names() if _has_setting(ATTACKS.get(n), name)]
+    listed = f"{', '.join(takers[:-1])} and {takers[-1]}" if len(takers) > 1 else "".join(takers)
+    raise GradleakError(
+        f"{ATTACK_SETTINGS[name]} applies to the {listed} attacks, not {attack}: drop it"
+        + (f" or use --attack {takers[0]}" if takers else "")
+    )
 
 
 def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
