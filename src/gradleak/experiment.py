@@ -99,8 +99,8 @@ def prepare(config: RunConfig) -> Prepared:
     from gradleak.attacks import ATTACKS
     from gradleak.data import get_spec, load_image_files, load_samples, num_classes
     from gradleak.defenses import parse_defenses
-    from gradleak.models import build_model, check_compatible, default_model
-    from gradleak.models.checkpoint import load_into
+    from gradleak.models import build_model, check_compatible, default_model, model_skeleton
+    from gradleak.models.checkpoint import check_state_fits, load_into
     from gradleak.scenarios import SCENARIOS
 
     if config.iterations < 1:
@@ -177,9 +177,12 @@ def prepare(config: RunConfig) -> Prepared:
         raise GradleakError(f"--threads must be at least 1 (got {config.threads})")
     torch.set_num_threads(config.threads or (1 if model_name.startswith("lenet") else os.cpu_count() or 1))
     seed_everything(config.seed)
+    if checkpoint is not None:  # names and shapes on a meta-device skeleton: nothing allocated yet
+        check_weights(checkpoint, model_name=model_name, spec=spec, classes=classes)
+        skeleton = model_skeleton(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
+        check_state_fits(skeleton, state, checkpoint, model_name=model_name)
     model = build_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
     if checkpoint is not None:
-        check_weights(checkpoint, model_name=model_name, spec=spec, classes=classes)
         load_into(model, state, checkpoint, model_name=model_name)
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed + 1)  # defense noise: its own stream

@@ -34,6 +34,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import struct
 import tempfile
 import warnings
@@ -48,6 +49,7 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 from gradleak.errors import GradleakError
+from gradleak.io.tensor_file import MAX_HEADER_BYTES
 
 FORMAT_TAG = "gradleak.checkpoint"
 FORMAT_VERSION = "1"
@@ -217,8 +219,22 @@ def _umask() -> int:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; only a regular file, and only when it fits in memory (checked before reading:
+    ``/dev/zero`` never ends and a FIFO blocks the open until someone writes)."""
+    from gradleak.memory import require_memory
+
     try:
-        return path.read_bytes()
+        status = path.stat()
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(status.st_mode):
+            raise GradleakError(f"--weights {path} is not a regular file (a device, pipe or socket): "
+                                "give a checkpoint file written by gradleak train or torch.save")
+        # The bytes, and about as much again for the tensors parsed from them.
+        require_memory(2 * status.st_size, what=f"reading --weights {path} ({status.st_size:,} bytes)",
+                       fix="is it really a checkpoint? give a smaller file or free memory")
+        with path.open("rb") as handle:
+            return handle.read(status.st_size)
     except FileNotFoundError:
         raise GradleakError(f"--weights {path} does not exist: give a checkpoint file (make one with {_TRAIN_HINT})") from None
     except IsADirectoryError:
@@ -227,17 +243,22 @@ def _read_bytes(path: Path) -> bytes:
         raise GradleakError(f"cannot read --weights {path}: {error.strerror}") from None
 
 
-def _safetensors_header(data: bytes) -> dict[str, Any] | None:
+def _safetensors_header(data: bytes, path: Path) -> dict[str, Any] | None:
     """The parsed header if ``data`` is laid out as safetensors (u64 LE length, then JSON), else None."""
     if len(data) < 10:
         return None
     (length,) = struct.unpack("<Q", data[:8])
     if not 2 <= length <= len(data) - 8 or data[8:9] != b"{":
         return None
+    if length > MAX_HEADER_BYTES:
+        return None
     try:
         header = json.loads(data[8 : 8 + length].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+    except RecursionError:  # a header nested thousands of levels deep: no real file is
+        raise GradleakError(f"--weights {path} is a damaged safetensors file (its JSON header is nested absurdly deep): "
+                            "copy it again or re-create it with gradleak train") from None
     return header if isinstance(header, dict) else None
 
 
@@ -280,7 +301,7 @@ def read_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> 
         )
     if not data:
         raise GradleakError(f"--weights {path} is empty: give a checkpoint written by {_TRAIN_HINT}")
-    header = _safetensors_header(data)
+    header = _safetensors_header(data, path)
     if header is None and len(data) >= 9 and data[8:9] == b"{" and struct.unpack("<Q", data[:8])[0] > len(data) - 8:
         raise GradleakError(f"--weights {path} is a truncated safetensors file (its header says it is longer): "
                             "copy it again or re-create it with gradleak train")
@@ -390,8 +411,10 @@ def _model_for(channels: int, image_size: int) -> str:
     return default_model(channels, image_size)
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], info: CheckpointInfo, *, model_name: str) -> None:
-    """Copy ``state`` into ``model`` after checking every name and shape (one line on a mismatch)."""
+def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], info: CheckpointInfo, *,
+                     model_name: str) -> None:
+    """Every name and shape of ``state`` against ``model`` (a meta-device skeleton will do, so a
+    checkpoint whose metadata claims 10⁹ classes is refused before that model is allocated)."""
     name = Path(info.path).name
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -412,7 +435,18 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], info: Checkpo
             "architecture, input shape or class count; pass the matching --model/--num-classes or train one "
             f"with gradleak train --model {model_name}"
         )
-    for key, tensor in state.items():
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], info: CheckpointInfo, *, model_name: str) -> None:
+    """Copy ``state`` into ``model`` after checking every name and shape (one line on a mismatch).
+
+    Tensors take the model's dtypes first (float8/bfloat16/integer checkpoints load as float32),
+    then are checked for non-finite values."""
+    check_state_fits(model, state, info, model_name=model_name)
+    own = model.state_dict()
+    converted = {k: v.to(own[k].dtype) for k, v in state.items()}
+    for key, tensor in converted.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise GradleakError(f"--weights {name} holds non-finite values in {key}: the training diverged; re-train it")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+            raise GradleakError(f"--weights {Path(info.path).name} holds non-finite values in {key} (as "
+                                f"{str(own[key].dtype).removeprefix('torch.')}): the training diverged; re-train it")
+    model.load_state_dict(converted, strict=True)
