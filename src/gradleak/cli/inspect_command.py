@@ -66,7 +66,7 @@ def _build(args):  # type: ignore[no-untyped-def]
         from gradleak.scenarios.imprint import DEFAULT_BINS
 
         shape = (spec.channels, spec.image_size, spec.image_size)
-        model = Imprint(bins=args.bins or DEFAULT_BINS, seed=args.seed, public_images=public_images(spec.name, shape)).server_model(model)
+        model = Imprint(bins=DEFAULT_BINS if args.bins is None else args.bins, seed=args.seed, public_images=public_images(spec.name, shape)).server_model(model)
     elif args.bins is not None:
         raise GradleakError("--bins applies to --scenario imprint: drop it or add --scenario imprint")
     return model
