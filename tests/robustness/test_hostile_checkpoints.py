@@ -120,3 +120,33 @@ def test_a_billion_classes_on_the_command_line_is_an_estimate_not_an_allocation(
     done = limited_run([*RUN, "--num-classes", str(10**9), "--label", "3", "--out", str(tmp_path / "run")])
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "needs about" in done.stderr and "TiB of memory" in done.stderr and "--num-classes" in done.stderr
+
+
+def test_metadata_escape_sequences_never_reach_the_terminal(tmp_path: Path, capsys) -> None:
+    meta = {"format": "gradleak.checkpoint", "architecture": "lenetmnist", "dataset": "\x1b[2J\x1b[31mpwned\x07\r",
+            "\x1b]0;title\x07": "x"}
+    path = tmp_path / "ansi.safetensors"
+    path.write_bytes(safetensors_bytes(_lenet_state(), metadata=meta))
+    from gradleak.models.checkpoint import read_checkpoint
+
+    _, info = read_checkpoint(path)
+    assert all(ch.isprintable() for k, v in info.metadata.items() for ch in f"{k}{v}")
+    assert "pwned" in info.describe() and "\x1b" not in info.describe()
+    out = tmp_path / "run"
+    assert gradleak_main([*RUN, "--weights", str(path), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\x07" not in captured.out + captured.err
+
+
+def test_a_write_killed_mid_way_leaves_no_partial_file_behind(tmp_path: Path) -> None:
+    from gradleak.models.checkpoint import save_checkpoint
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".m.safetensors.partial-{dead.stdout.strip()}-abc123"  # what kill -9 mid-write leaves
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".m.safetensors.partial-{os.getpid()}-def456"  # a writer still at work: kept
+    live.write_bytes(b"in progress")
+    save_checkpoint(tmp_path / "m.safetensors", build_model("lenetmnist", channels=1, image_size=28, num_classes=10),
+                    {"architecture": "lenetmnist"})
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.safetensors", live.name])

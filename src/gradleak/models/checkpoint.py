@@ -174,7 +174,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: Mapping[str, A
         parent = parent.parent
     try:
         path.absolute().parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.absolute().parent)
+        _remove_dead_partials(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.absolute().parent)
     except OSError as error:
         raise GradleakError(f"cannot create {path}: {error.strerror}; choose another --out") from None
     tmp = Path(tmp_name)
@@ -207,6 +208,25 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: Mapping[str, A
         raise
     tmp.unlink(missing_ok=True)
     return hashlib.sha256(data).hexdigest()
+
+
+def _remove_dead_partials(path: Path) -> None:
+    """Delete the temporary files of writes to ``path`` whose process died (kill -9 mid-write);
+    a live writer's file (its pid in the name) is left alone."""
+    for partial in path.absolute().parent.glob(f".{path.name}.partial-*"):
+        pid = partial.name.removeprefix(f".{path.name}.partial-").split("-", 1)[0]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError)
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -272,6 +292,9 @@ def _parse_metadata(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     for key, value in (raw or {}).items():
         if key in ("format", "format_version"):
             continue
+        key = _printable(str(key))
+        if isinstance(value, str):  # the file's text reaches the terminal: no escape sequences
+            value = _printable(value)
         if isinstance(value, str) and (key in _INT_KEYS or key in _FLOAT_KEYS):
             try:
                 value = json.loads(value)
@@ -283,6 +306,11 @@ def _parse_metadata(raw: Mapping[str, Any] | None) -> dict[str, Any]:
             continue
         out[str(key)] = value
     return out
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters (ANSI escapes, carriage returns, bells) from a file."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def read_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
