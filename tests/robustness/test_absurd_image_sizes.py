@@ -4,10 +4,7 @@ line before decoding; ordinary photos of any shape still load."""
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -17,7 +14,8 @@ from PIL import Image
 
 from gradleak.data import get_spec, load_image_files
 
-REPO = Path(__file__).resolve().parents[2]
+from .limited import assert_one_line, run_limited
+
 
 
 def _png(path: Path, width: int, height: int) -> Path:
@@ -36,14 +34,9 @@ def _png(path: Path, width: int, height: int) -> Path:
 @pytest.mark.parametrize(("width", "height"), [(1, 2_000_000), (100_000_000, 1)])
 def test_absurd_aspect_ratio_is_one_line_under_a_memory_limit(width: int, height: int, tmp_path: Path) -> None:
     image = _png(tmp_path / "strip.png", width, height)
-    limit = 2 * 2**30
-    code = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
-            "from gradleak.cli.main import main; sys.exit(main(sys.argv[1:]))")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code, "run", "--image", str(image), "--dataset", "cifar10",
-                           "--out", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert len(done.stderr.strip().splitlines()) == 1
+    done = run_limited(["run", "--image", str(image), "--dataset", "cifar10", "--out", str(tmp_path / "r"), "--quiet"],
+                       limit_gib=2)
+    assert_one_line(done)
     assert f"is {width}x{height} pixels" in done.stderr and "crop it" in done.stderr
     assert not (tmp_path / "r").exists()
 
