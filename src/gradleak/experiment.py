@@ -124,14 +124,14 @@ def prepare(config: RunConfig) -> Prepared:
     elif not config.update:
         load_factory(model_name)  # a bad model file fails here, before any data is read
     check_scenario_settings(config)
-    if config.scenario == "imprint" and config.attack == "auto":
-        # The malicious server reads its own imprint block: that is the attack that applies.
-        config = dataclasses.replace(config, attack="imprint")
+    scenario_cls = SCENARIOS.get(config.scenario)
+    if config.attack == "auto" and scenario_cls.default_attack:
+        # e.g. a malicious server reads its own imprint block: that is the attack that applies.
+        config = dataclasses.replace(config, attack=scenario_cls.default_attack)
     attack_factory = ATTACKS.get(config.attack)
     if config.restarts is not None and config.restarts < 1:
         raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
     attack_overrides(config, attack_factory)  # an unsupported setting is refused before any data is read
-    scenario_cls = SCENARIOS.get(config.scenario)
     defenses = parse_defenses(config.defenses)
     device = resolve_device(config.device)
     out_dir = resolve_out_dir(config, model_name)
@@ -195,23 +195,10 @@ def prepare(config: RunConfig) -> Prepared:
         load_into(model, state, checkpoint, model_name=model_name)
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed + 1)  # defense noise: its own stream
-    if config.scenario == "fedavg":
-        scenario = scenario_cls(
-            local_steps=config.local_steps, local_lr=config.local_lr, defenses=defenses, generator=generator
-        )
-    elif config.scenario == "secagg":
-        scenario = scenario_cls(clients=config.clients or 2, defenses=defenses, generator=generator)
-    elif config.scenario == "imprint":
-        from gradleak.data.public import public_images
-        from gradleak.scenarios.imprint import DEFAULT_BINS
-
-        scenario = scenario_cls(
-            bins=config.bins or DEFAULT_BINS, clients=config.clients or 1, seed=config.seed,
-            public_images=public_images(spec.name, tuple(images.shape[1:])).to(device),
-            defenses=defenses, generator=generator,
-        )
-    else:
-        scenario = scenario_cls(defenses=defenses, generator=generator)
+    scenario = scenario_cls.from_run(
+        asdict(config), defenses=defenses, generator=generator,
+        context={"dataset": spec.name, "image_shape": tuple(images.shape[1:]), "device": device},
+    )
     client_of = scenario.client_batches(images.shape[0]) if hasattr(scenario, "client_batches") else None
     if hasattr(scenario, "server_model"):  # a malicious server modifies the model it sends
         model = scenario.server_model(model)
@@ -277,19 +264,21 @@ def attack_overrides(config: RunConfig, attack_factory: Any) -> dict[str, Any]:
 
 
 def check_scenario_settings(config: RunConfig) -> None:
-    """Refuse scenario settings that do not apply or cannot work, before any data is loaded."""
-    if config.clients is not None:
-        if config.scenario not in ("secagg", "imprint"):
+    """Refuse a scenario setting the chosen scenario does not read, before any data is loaded
+    (which scenarios read which setting is what they declare)."""
+    from gradleak.scenarios import SCENARIOS, scenario_settings
+
+    scenario = SCENARIOS.get(config.scenario)
+    defaults = RunConfig()
+    for setting, readers in scenario_settings().items():
+        if config.scenario not in readers and getattr(config, setting) != getattr(defaults, setting):
+            flag = "--" + setting.replace("_", "-")
             raise GradleakError(
-                f"--clients applies to --scenario secagg (or imprint), not {config.scenario}: drop it or use --scenario secagg"
+                f"{flag} applies to --scenario {' or '.join(readers)}, not {config.scenario}: "
+                f"drop it or use --scenario {readers[0]}"
             )
-        if config.clients < 1:
-            raise GradleakError(f"--clients must be at least 1 (got {config.clients})")
-    if config.bins is not None:
-        if config.scenario != "imprint":
-            raise GradleakError(f"--bins applies to --scenario imprint, not {config.scenario}: drop it or use --scenario imprint")
-        if config.bins < 2:
-            raise GradleakError(f"--bins must be at least 2 (got {config.bins}): try --bins 1024")
+    if hasattr(scenario, "validate"):
+        scenario.validate(asdict(config))
 
 
 def read_weights(config: RunConfig) -> tuple[dict[str, torch.Tensor] | None, Any]:

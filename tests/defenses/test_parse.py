@@ -24,7 +24,7 @@ from gradleak.errors import GradleakError
 
 
 def test_registry_lists_every_kind_in_order():
-    assert DEFENSES.names() == ["gaussian", "laplacian", "prune", "fp16", "int8", "dpsgd"]
+    assert DEFENSES.names() == ["gaussian", "laplacian", "prune", "fp16", "int8", "dpsgd", "opacus"]
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,15 @@ def published_noise_model(update: SharedUpdate) -> NoiseModel:
     parts: list[str] = []
     for spec in update.defenses:
         defense = parse_defense(spec)
-        if isinstance(defense, GaussianNoise):
+        if hasattr(defense, "noise_contribution"):  # a defense that declares its own noise model
+            declared = defense.noise_contribution(update)
+            if declared.variances is not None:
+                variances = [v + d for v, d in zip(variances, declared.variances)]
+            if declared.masks is not None:
+                masks = list(declared.masks) if masks is None else [m & d for m, d in zip(masks, declared.masks)]
+            clip = declared.clip if declared.clip is not None else clip
+            parts.append(declared.description)
+        elif isinstance(defense, GaussianNoise):
             variances = [v + defense.variance for v in variances]
             parts.append(f"Gaussian noise of variance {defense.variance:g}")
         elif isinstance(defense, LaplacianNoise):

@@ -9,7 +9,8 @@ Kinds (see :mod:`gradleak.defenses.base` for details): ``gaussian:VARIANCE`` (th
 variance, as in the DLG paper), ``laplacian:SCALE`` (the scale b), ``prune:RATIO`` (per tensor,
 smallest magnitudes), ``fp16``, ``int8`` (per-tensor symmetric), and
 ``dpsgd:clip=C,sigma=S[,delta=D]`` (applied at gradient time via
-:meth:`DPSGD.private_gradient`, not by :func:`apply_defenses`).
+:meth:`DPSGD.private_gradient`, not by :func:`apply_defenses`) and
+``opacus:noise_multiplier=S,max_grad_norm=C[,delta=D]`` (the same mechanism computed by Opacus).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gradleak.defenses.quantize import HalfPrecision, Int8Quantization
 
 # isort: split
 from gradleak.defenses.dpsgd import DPSGD, clip_per_example, per_example_norms, split_dpsgd
+from gradleak.defenses.opacus import OpacusDPSGD
 
 __all__ = [
     "DEFENSES",
@@ -40,6 +42,7 @@ __all__ = [
     "HalfPrecision",
     "Int8Quantization",
     "LaplacianNoise",
+    "OpacusDPSGD",
     "Prune",
     "apply_defenses",
     "clip_per_example",

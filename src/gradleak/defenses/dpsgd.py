@@ -57,6 +57,22 @@ def _has_training_batchnorm(model: torch.nn.Module) -> bool:
     )
 
 
+def check_dp_settings(
+    clip: float, sigma: float, delta: float, *, names: tuple[str, str] = ("clip", "sigma"),
+    example: str = "dpsgd:clip=1.0,sigma=1.0",
+) -> None:
+    """Raise one line unless ``clip > 0``, ``sigma >= 0`` (both finite) and ``0 < delta < 1``."""
+    bad = []
+    if not (math.isfinite(clip) and clip > 0):
+        bad.append(f"{names[0]} must be a positive number (got {clip})")
+    if not (math.isfinite(sigma) and sigma >= 0):
+        bad.append(f"{names[1]} must be >= 0 (got {sigma})")
+    if not 0 < delta < 1:
+        bad.append(f"delta must be in (0, 1) (got {delta})")
+    if bad:
+        raise GradleakError(f"bad DP-SGD settings: {'; '.join(bad)}: pass e.g. {example}")
+
+
 @dataclass
 class DPSGD:
     """DP-SGD with flat per-example clipping to ``clip`` and Gaussian noise multiplier ``sigma``.
@@ -75,17 +91,7 @@ class DPSGD:
     delta: float = 1e-5
 
     def __post_init__(self) -> None:
-        bad = []
-        if not (math.isfinite(self.clip) and self.clip > 0):
-            bad.append(f"clip must be a positive number (got {self.clip})")
-        if not (math.isfinite(self.sigma) and self.sigma >= 0):
-            bad.append(f"sigma must be >= 0 (got {self.sigma})")
-        if not 0 < self.delta < 1:
-            bad.append(f"delta must be in (0, 1) (got {self.delta})")
-        if bad:
-            raise GradleakError(
-                f"bad DP-SGD settings: {'; '.join(bad)}: pass e.g. dpsgd:clip=1.0,sigma=1.0"
-            )
+        check_dp_settings(self.clip, self.sigma, self.delta)
 
     @property
     def name(self) -> str:
@@ -245,34 +251,45 @@ def split_dpsgd(defenses: Iterable[Defense]) -> tuple[DPSGD | None, list[Defense
     return dp, rest
 
 
-_DPSGD_KEYS = ("clip", "sigma", "delta")
+def parse_dp_settings(arg: str | None, *, clip: str = "clip", sigma: str = "sigma") -> dict[str, float]:
+    """Parse ``CLIP_KEY=C,SIGMA_KEY=S[,delta=D]`` (any order) into a dict keyed by those names.
 
+    Shared by the spec builders of the DP-SGD defenses (``dpsgd`` names them ``clip``/``sigma``,
+    ``opacus`` ``max_grad_norm``/``noise_multiplier``); raises :class:`SpecError` with the reason.
 
-def _build_dpsgd(arg: str | None) -> DPSGD:
+    Example:
+        >>> parse_dp_settings("sigma=0.5,clip=1")
+        {'sigma': 0.5, 'clip': 1.0}
+    """
+    keys = (clip, sigma, "delta")
     if arg is None or not arg.strip():
-        raise SpecError("missing clip and sigma")
+        raise SpecError(f"missing {clip} and {sigma}")
     values: dict[str, float] = {}
     for part in arg.split(","):
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep:
             raise SpecError(f"{part.strip()!r} is not key=value")
-        if key not in _DPSGD_KEYS:
-            raise SpecError(f"unknown key {key!r} (keys: {', '.join(_DPSGD_KEYS)})")
+        if key not in keys:
+            raise SpecError(f"unknown key {key!r} (keys: {', '.join(keys)})")
         if key in values:
             raise SpecError(f"{key} given twice")
-        if key == "clip":
-            values[key] = parse_number(value, "clip", low=0.0, low_open=True)
-        elif key == "sigma":
-            values[key] = parse_number(value, "sigma", low=0.0)
+        if key == clip:
+            values[key] = parse_number(value, clip, low=0.0, low_open=True)
+        elif key == sigma:
+            values[key] = parse_number(value, sigma, low=0.0)
         else:
             values[key] = parse_number(value, "delta", low=0.0, high=1.0, low_open=True)
             if values[key] >= 1:
                 raise SpecError(f"the delta must be in (0, 1) (got {values[key]:g})")
-    missing = [key for key in ("clip", "sigma") if key not in values]
+    missing = [key for key in (clip, sigma) if key not in values]
     if missing:
         raise SpecError(f"missing {' and '.join(missing)}")
-    return DPSGD(**values)
+    return values
+
+
+def _build_dpsgd(arg: str | None) -> DPSGD:
+    return DPSGD(**parse_dp_settings(arg))
 
 
 DEFENSES.register(

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.scenarios.base import SCENARIOS
+from gradleak.scenarios.fedsgd import FedSGD
+from gradleak.scenarios.secagg import SecAgg
 from gradleak.types import SharedUpdate
 
 DEFAULT_BINS = 1024
@@ -25,6 +28,10 @@ DEFAULT_BINS = 1024
 @dataclass
 class Imprint:
     """A malicious server: :meth:`server_model` modifies the model; :meth:`share` is the client."""
+
+    run_settings: ClassVar[tuple[str, ...]] = ("bins", "clients")
+    label_settings: ClassVar[tuple[str, ...]] = ("bins", "clients")
+    default_attack: ClassVar[str | None] = "imprint"  # the malicious server reads its own block
 
     bins: int = DEFAULT_BINS
     public_images: torch.Tensor | None = None
@@ -40,10 +47,37 @@ class Imprint:
         if self.clients < 1:
             raise GradleakError(f"--clients must be at least 1 (got {self.clients})")
 
-    def _client(self) -> Any:
-        from gradleak.scenarios import FedSGD
-        from gradleak.scenarios.secagg import SecAgg
+    @classmethod
+    def from_run(cls, settings: dict[str, Any], *, defenses: Sequence[Any], generator: torch.Generator | None,
+                 context: Any = None) -> Imprint:
+        """``context`` holds ``dataset``, ``image_shape`` and ``device``: the server places its bins
+        on public images of that dataset's kind."""
+        from gradleak.data.public import public_images
 
+        bins, clients = settings.get("bins"), settings.get("clients")
+        return cls(
+            bins=DEFAULT_BINS if bins is None else bins, clients=1 if clients is None else clients, seed=settings["seed"],
+            public_images=public_images(context["dataset"], context["image_shape"]).to(context["device"]),
+            defenses=defenses, generator=generator,
+        )
+
+    @classmethod
+    def validate(cls, settings: dict[str, Any]) -> None:
+        """Refuse impossible settings before any data is read."""
+        if settings.get("bins") is not None and settings["bins"] < 2:
+            raise GradleakError(f"--bins must be at least 2 (got {settings['bins']}): try --bins {DEFAULT_BINS}")
+        if settings.get("clients") is not None and settings["clients"] < 1:
+            raise GradleakError(f"--clients must be at least 1 (got {settings['clients']})")
+
+    @classmethod
+    def label(cls, settings: dict[str, Any]) -> str:
+        """``imprint:bins=N`` (``,clients=K`` with several clients)."""
+        params = [f"bins={settings.get('bins') or DEFAULT_BINS}"]
+        if (settings.get("clients") or 1) > 1:
+            params.append(f"clients={settings['clients']}")
+        return "imprint:" + ",".join(params)
+
+    def _client(self) -> Any:
         if self.clients > 1:
             return SecAgg(clients=self.clients, defenses=self.defenses, generator=self.generator)
         return FedSGD(defenses=self.defenses, generator=self.generator)
@@ -66,3 +100,6 @@ class Imprint:
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         """The client's update on the model it received (call :meth:`server_model` first)."""
         return self._client().share(model, images, labels)
+
+
+SCENARIOS.register("imprint", Imprint)

@@ -14,18 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
+from gradleak.scenarios.base import SCENARIOS
+from gradleak.scenarios.fedsgd import FedSGD
 from gradleak.types import SharedUpdate
 
 
 @dataclass
 class SecAgg:
     """``clients`` FedSGD clients, each with an equal share of the batch; the server sees their mean."""
+
+    run_settings: ClassVar[tuple[str, ...]] = ("clients",)
+    label_settings: ClassVar[tuple[str, ...]] = ("clients",)
+    default_attack: ClassVar[str | None] = None
+    DEFAULT_CLIENTS: ClassVar[int] = 2
 
     clients: int = 2
     defenses: Sequence[Any] = field(default_factory=tuple)
@@ -34,6 +41,23 @@ class SecAgg:
     def __post_init__(self) -> None:
         if self.clients < 1:
             raise GradleakError(f"--clients must be at least 1 (got {self.clients})")
+
+    @classmethod
+    def from_run(cls, settings: dict[str, Any], *, defenses: Sequence[Any], generator: torch.Generator | None,
+                 context: Any = None) -> SecAgg:
+        clients = settings.get("clients")
+        return cls(clients=cls.DEFAULT_CLIENTS if clients is None else clients, defenses=defenses, generator=generator)
+
+    @classmethod
+    def validate(cls, settings: dict[str, Any]) -> None:
+        """Refuse impossible settings before any data is read."""
+        if settings.get("clients") is not None and settings["clients"] < 1:
+            raise GradleakError(f"--clients must be at least 1 (got {settings['clients']})")
+
+    @classmethod
+    def label(cls, settings: dict[str, Any]) -> str:
+        """``secagg:clients=K``."""
+        return f"secagg:clients={settings.get('clients') or cls.DEFAULT_CLIENTS}"
 
     def client_batches(self, batch_size: int) -> list[int]:
         """The client that holds each of the ``batch_size`` images (runner-side bookkeeping)."""
@@ -51,8 +75,6 @@ class SecAgg:
         return [i // per for i in range(batch_size)]
 
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
-        from gradleak.scenarios import FedSGD
-
         self.client_batches(images.shape[0])  # refuses a batch that cannot be split evenly
         per = images.shape[0] // self.clients
         client = FedSGD(defenses=self.defenses, generator=self.generator)
@@ -72,3 +94,6 @@ class SecAgg:
             defenses=first.defenses,
             clients=self.clients,
         )
+
+
+SCENARIOS.register("secagg", SecAgg)

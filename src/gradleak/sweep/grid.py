@@ -442,10 +442,13 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
             if resolved not in fitting:
                 fitting.append(resolved)
     # Count before expanding: a product of axis lengths is instant, the expansion is not.
+    scenario_axes = {"local_steps": local_steps, "clients": client_counts, "bins": bin_counts}
+
     def settings_of(scenario: str) -> int:  # the axes a scenario reads (uneven client splits are skipped later)
-        return {
-            "fedavg": len(local_steps), "secagg": len(client_counts), "imprint": len(client_counts) * len(bin_counts),
-        }.get(scenario, 1)
+        count = 1
+        for setting in SCENARIOS.get(scenario).run_settings:
+            count *= len(scenario_axes.get(setting, [None]))
+        return count
 
     per_model = len(attacks) * len(defenses) * len(batch_sizes) * len(indices) * len(seeds) * sum(
         settings_of(s) for s in scenarios
@@ -479,9 +482,10 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                     if reason not in skipped:
                         skipped.append(reason)
                     continue
-            steps = steps if scenario == "fedavg" else 1
-            clients = (clients or None) if scenario in ("secagg", "imprint") else None
-            bins = (bins or None) if scenario == "imprint" else None
+            reads = SCENARIOS.get(scenario).run_settings
+            steps = steps if "local_steps" in reads else 1
+            clients = (clients or None) if "clients" in reads else None
+            bins = (bins or None) if "bins" in reads else None
             if clients is not None and (clients > batch or batch % clients):
                 why = f"{scenario} with {clients} clients: a batch of {batch} cannot be split evenly among them"
                 if why not in skipped:
@@ -500,7 +504,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 clients=clients,
                 bins=bins,
             )
-            if scenario != "fedavg":
+            if "local_lr" not in reads:
                 config["local_lr"] = run_defaults["local_lr"]
             if checkpoint is not None:
                 config.update(weights=checkpoint.path, weights_sha256=checkpoint.sha256)
@@ -524,7 +528,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
             }
             label = (
                 f"{dataset}/{model}/{attack}/{scenario_label(scenario, clients=clients, bins=bins)}"
-                f"{f'-E{steps}' if scenario == 'fedavg' else ''}/"
+                f"{f'-E{steps}' if 'local_steps' in reads else ''}/"
                 f"{defense_label(specs)}/b{batch}/i{start}/s{seed}"
                 + (f"/w-{checkpoint.label}" if checkpoint is not None else "")
             )
@@ -540,18 +544,11 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
 
 
 def scenario_label(scenario: str, *, clients: int | None = None, bins: int | None = None) -> str:
-    """The scenario axis value: its name and, for secagg/imprint, its parameters
-    (``secagg:clients=4``, ``imprint:bins=256``, ``imprint:bins=256,clients=4``)."""
-    params = []
-    if scenario == "imprint":
-        from gradleak.scenarios.imprint import DEFAULT_BINS
+    """The scenario axis value, as the scenario declares it (``fedsgd``, ``secagg:clients=4``,
+    ``imprint:bins=256``, ``imprint:bins=256,clients=4``)."""
+    from gradleak.scenarios import SCENARIOS
 
-        params.append(f"bins={bins or DEFAULT_BINS}")
-        if clients and clients > 1:
-            params.append(f"clients={clients}")
-    elif scenario == "secagg":
-        params.append(f"clients={clients or 2}")
-    return f"{scenario}:{','.join(params)}" if params else scenario
+    return SCENARIOS.get(scenario).label({"clients": clients, "bins": bins})
 
 
 @dataclass(frozen=True)
