@@ -101,9 +101,9 @@ def prepare(config: RunConfig) -> Prepared:
     from gradleak.attacks import ATTACKS
     from gradleak.data import get_spec, load_image_files, load_samples, num_classes
     from gradleak.defenses import parse_defenses
-    from gradleak.models import check_compatible, default_model
+    from gradleak.models import check_compatible, default_model, model_skeleton
+    from gradleak.models.checkpoint import check_state_fits, load_into
     from gradleak.models.external import is_external, load_factory
-    from gradleak.models.checkpoint import load_into
     from gradleak.scenarios import SCENARIOS
 
     if config.iterations < 1:
@@ -129,17 +129,9 @@ def prepare(config: RunConfig) -> Prepared:
         # e.g. a malicious server reads its own imprint block: that is the attack that applies.
         config = dataclasses.replace(config, attack=scenario_cls.default_attack)
     attack_factory = ATTACKS.get(config.attack)
-    if config.restarts is not None:
-        if config.restarts < 1:
-            raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
-        if not _has_setting(attack_factory, "restarts"):
-            raise GradleakError(
-                f"--restarts applies to the dlg, idlg, ig and auto attacks, not {config.attack}: drop it or use --attack dlg"
-            )
-    if config.noise_source is not None and not _has_setting(attack_factory, "noise_source"):
-        raise GradleakError(
-            f"--noise-source applies to the map and auto attacks, not {config.attack}: drop it or use --attack map"
-        )
+    if config.restarts is not None and config.restarts < 1:
+        raise GradleakError(f"--restarts must be at least 1 (got {config.restarts})")
+    attack_overrides(config, attack_factory)  # an unsupported setting is refused before any data is read
     defenses = parse_defenses(config.defenses)
     device = resolve_device(config.device)
     out_dir = resolve_out_dir(config, model_name)
@@ -193,9 +185,13 @@ def prepare(config: RunConfig) -> Prepared:
         raise GradleakError(f"--threads must be at least 1 (got {config.threads})")
     torch.set_num_threads(config.threads or (1 if model_name.startswith("lenet") else os.cpu_count() or 1))
     seed_everything(config.seed)
+    if checkpoint is not None:  # names and shapes on a meta-device skeleton: nothing allocated yet
+        check_weights(checkpoint, model_name=model_name, spec=spec, classes=classes)
+        if not is_external(model_name):
+            skeleton = model_skeleton(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
+            check_state_fits(skeleton, state, checkpoint, model_name=model_name)
     model = build_run_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
     if checkpoint is not None:
-        check_weights(checkpoint, model_name=model_name, spec=spec, classes=classes)
         load_into(model, state, checkpoint, model_name=model_name)
     model = model.to(device)
     generator = torch.Generator().manual_seed(config.seed + 1)  # defense noise: its own stream
@@ -259,19 +255,11 @@ def prepare_captured(config: RunConfig) -> Prepared:
 
 
 def attack_overrides(config: RunConfig, attack_factory: Any) -> dict[str, Any]:
-    """Only what the user set overrides the attack's own defaults (each attack owns its config)."""
-    overrides = {
-        k: v
-        for k, v in (
-            ("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts),
-            ("noise_source", config.noise_source),
-        )
-        if v is not None
-    }
+    """Only what the user set overrides the attack's own defaults (each attack owns its config);
+    a setting the attack does not declare is refused in one line naming the attacks that take it."""
+    overrides = {name: getattr(config, name) for name in ATTACK_SETTINGS if getattr(config, name) is not None}
     for name in overrides:
-        if not _has_setting(attack_factory, name):
-            flag = "--" + name.replace("_", "-")
-            raise GradleakError(f"{flag} does not apply to attack {config.attack!r}: drop it or choose an attack that takes it")
+        refuse_unsupported_setting(attack_factory, name, attack=config.attack)
     return overrides
 
 
@@ -341,6 +329,25 @@ def build_run_model(model_name: str, *, channels: int, image_size: int, num_clas
 def _has_setting(attack_factory: Any, name: str) -> bool:
     """Whether a (dataclass) attack has the setting ``name`` that a flag would override."""
     return name in {f.name for f in dataclasses.fields(attack_factory)}
+
+
+# Run settings an attack may take, with their flags: each attack declares the ones it takes as
+# dataclass fields, and a flag it has no field for is refused in one line (never a TypeError).
+ATTACK_SETTINGS = {"tv_weight": "--tv-weight", "clamp": "--clamp", "restarts": "--restarts", "noise_source": "--noise-source"}
+
+
+def refuse_unsupported_setting(attack_factory: Any, name: str, *, attack: str) -> None:
+    """One line naming the attacks that take setting ``name``, when ``attack`` does not."""
+    from gradleak.attacks import ATTACKS
+
+    if _has_setting(attack_factory, name):
+        return
+    takers = [n for n in ATTACKS.names() if _has_setting(ATTACKS.get(n), name)]
+    listed = f"{', '.join(takers[:-1])} and {takers[-1]}" if len(takers) > 1 else "".join(takers)
+    raise GradleakError(
+        f"{ATTACK_SETTINGS[name]} applies to the {listed} attacks, not {attack}: drop it"
+        + (f" or use --attack {takers[0]}" if takers else "")
+    )
 
 
 def model_label(model_name: str) -> str:

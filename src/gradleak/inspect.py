@@ -97,14 +97,16 @@ def _tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 def inspect_state(state: Mapping[str, torch.Tensor]) -> list[Finding]:
     """Findings for the tensors of a model (in state-dict order, i.e. layer order)."""
     findings: list[Finding] = []
-    weights = [(n, t) for n, t in state.items() if t.dim() == 2 and t.is_floating_point()]
+    weights = [(n, t) for n, t in state.items() if t.dim() >= 2 and t.is_floating_point()]
     for name, tensor in weights:
-        finding = _check_matrix(name, tensor.detach().double().cpu(), state)
-        if finding is not None:
-            findings.append(finding)
+        for view in _matrix_views(tensor.detach().cpu()):
+            finding = _check_matrix(name, view.double(), state)
+            if finding is not None:
+                findings.append(finding)
+                break
     first = next(((n, t) for n, t in state.items() if t.dim() >= 2 and t.is_floating_point()), None)
-    if first is not None and first[1].dim() == 2:
-        units, inputs = first[1].shape
+    if first is not None:
+        units, inputs = first[1].shape[0], first[1][0].numel()  # a full-image convolution is a Linear layer
         if units >= HUGE_FIRST_LINEAR and inputs >= HUGE_FIRST_LINEAR:
             findings.append(Finding(
                 first[0], "huge-first-linear",
@@ -114,7 +116,28 @@ def inspect_state(state: Mapping[str, torch.Tensor]) -> list[Finding]:
     return findings
 
 
-def _check_matrix(name: str, w: torch.Tensor, state: Mapping[str, torch.Tensor]) -> Finding | None:
+def _matrix_views(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The 2-D readings of a weight: units x inputs (a Linear layer, or a convolution whose kernel
+    covers the whole image), and for 3-D and higher also rows x last dimension (a read-out matrix
+    saved with its rows split over leading dimensions)."""
+    views = [tensor.reshape(tensor.shape[0], -1)]
+    if tensor.dim() > 2:
+        views.append(tensor.reshape(-1, tensor.shape[-1]))
+    return views
+
+
+def _fill_non_finite(w: torch.Tensor, *, dim: int) -> torch.Tensor:
+    """``w`` with NaN/inf entries replaced by the median of their column (``dim=0``) or row
+    (``dim=1``): a few poisoned entries must not hide a structure every other entry shows."""
+    finite = torch.isfinite(w)
+    if bool(finite.all()):
+        return w
+    median = w.masked_fill(~finite, float("nan")).nanmedian(dim=dim, keepdim=True).values.nan_to_num(0.0)
+    return torch.where(finite, w, median.expand_as(w))
+
+
+def _check_matrix(name: str, raw: torch.Tensor, state: Mapping[str, torch.Tensor]) -> Finding | None:
+    w = _fill_non_finite(raw, dim=0)  # rows compared entry by entry: fill from the column
     rows, cols = w.shape
     top = float(w.abs().max())
     if not top > 0:
@@ -129,7 +152,8 @@ def _check_matrix(name: str, w: torch.Tensor, state: Mapping[str, torch.Tensor])
         return Finding(name, "identical-rows",
                        f"all {rows} rows of the {shape} are identical, so its units differ only in their bias "
                        f"(an imprint/binning layer that separates inputs by one statistic{detail})")
-    if cols >= MIN_UNITS and float((w - w[:, :1]).abs().max()) <= ROW_TOLERANCE * top:
+    by_row = _fill_non_finite(raw, dim=1)  # columns compared entry by entry: fill from the row
+    if cols >= MIN_UNITS and float((by_row - by_row[:, :1]).abs().max()) <= ROW_TOLERANCE * top:
         return Finding(name, "identical-columns",
                        f"all {cols} columns of the {shape} are identical: the layer passes on only the sum of "
                        "its inputs (the read-out of an imprint block)")

@@ -241,7 +241,7 @@ def train_model(config: TrainConfig, *, progress: bool = False,
         "seed": config.seed,
         "seconds": round(seconds, 3),
         "gradleak_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a TorchVersion object otherwise
         "created": datetime.now().isoformat(timespec="seconds"),
     }
     return TrainResult(model=model, accuracy=epoch_accuracy[-1], epoch_accuracy=epoch_accuracy,

@@ -24,6 +24,8 @@ can fall back to optimisation when the model does not fit or the update was pert
 
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass
 
@@ -440,6 +442,15 @@ def _invert_conv_sigmoid(
     a = solution.view(full_in)
     d_a = conv2d_input(full_in, weight, d_pre, stride, padding)
     return a, d_a, used
+
+
+def _balancing_weight(block: torch.Tensor) -> float:
+    """1/‖block‖, or 0 for a block that carries nothing usable (all zero, e.g. ``--defense prune:1``,
+    or so large/small that the squared weight overflows a float): it then drops out of the system."""
+    norm = float(block.norm())
+    if not (math.isfinite(norm) and norm > 0) or not math.isfinite(norm**-2):
+        return 0.0
+    return 1.0 / norm
 
 
 def _cgls(apply, adjoint, rhs, inv_diag, x, max_iterations: int, tolerance: float):  # type: ignore[no-untyped-def]

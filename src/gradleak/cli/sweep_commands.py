@@ -30,6 +30,9 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) and exit")
     parser.add_argument("--no-report", action="store_true", help="do not write SWEEP_DIR/report/ at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--dashboard", default=None, metavar="HOST:PORT",
+                        help="serve the embedded cluster's Dask dashboard (no password) here; default: a free "
+                        "port on 127.0.0.1 only")
     parser.add_argument("--max-runs", type=int, default=None, metavar="N",
                         help="refuse a grid of more than N runs, counted before it is expanded (default 100000)")
     args = parser.parse_args(list(argv))
@@ -39,6 +42,12 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         raise GradleakError(f"--workers must be at least 1 (got {args.workers})")
     if args.workers is not None and args.scheduler:
         raise GradleakError("give either --workers (embedded cluster) or --scheduler (existing cluster), not both")
+    if args.dashboard is not None:
+        if args.scheduler:
+            raise GradleakError("--dashboard applies to the embedded cluster: drop it (an existing --scheduler has its own)")
+        from gradleak.sweep.engine import dashboard_address
+
+        dashboard_address(args.dashboard)  # a bad address is refused before any work
 
     from gradleak.sweep.grid import DEFAULT_MAX_RUNS, load_plan
 
@@ -68,7 +77,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
     summary = run_sweep(
         plan, sweep_dir, workers=args.workers, scheduler=args.scheduler, retry_failed=not args.skip_failed,
-        progress=not args.quiet,
+        progress=not args.quiet, dashboard=args.dashboard,
     )
     where = f"on {summary.workers} worker(s)" if summary.workers else "(nothing to run)"
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,30 @@ def _to_8bit(img: Image, path: Path) -> Image:
     return PILImage.fromarray(scaled)  # 2-D uint8: mode "L"
 
 
+#: most pixels an image may have after the resize that precedes the centre crop (4096x4096); only an
+#: absurd aspect ratio reaches it (a 1x2,000,000 strip would become 32x64,000,000, about 6 GB).
+MAX_RESIZED_PIXELS = 4096 * 4096
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after scaling the shorter side to ``size`` (what :func:`resize_center_crop` does)."""
+    if width <= height:
+        return size, max(size, int(size * height / width))
+    return max(size, int(size * width / height)), size
+
+
+def check_resizable(width: int, height: int, size: int, *, what: str) -> None:
+    """Refuse, before decoding or resizing, an image whose resize to ``size`` would be absurdly large."""
+    if width < 1 or height < 1:
+        raise GradleakError(f"{what} has no pixels ({width}x{height}): give a real image")
+    new_w, new_h = resized_size(width, height, size)
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        raise GradleakError(
+            f"{what} is {width}x{height} pixels: scaling its short side to {size} would make it {new_w}x{new_h} "
+            f"({new_w * new_h * 3 / 2**30:.1f} GiB) before the centre crop; crop it to a roughly square image first"
+        )
+
+
 def resize_center_crop(img: Image, size: int) -> Image:
     """Resize so the shorter side is ``size`` then centre-crop to a square (torchvision's
     ``Resize(size)`` + ``CenterCrop(size)``, which is how these datasets' images look)."""
@@ -66,10 +91,8 @@ def resize_center_crop(img: Image, size: int) -> Image:
     w, h = img.size
     if (w, h) == (size, size):
         return img
-    if w <= h:
-        new_w, new_h = size, max(size, int(size * h / w))
-    else:
-        new_w, new_h = max(size, int(size * w / h)), size
+    check_resizable(w, h, size, what="the image")
+    new_w, new_h = resized_size(w, h, size)
     img = img.resize((new_w, new_h), PILImage.Resampling.BILINEAR)
     left = round((new_w - size) / 2.0)
     top = round((new_h - size) / 2.0)
@@ -94,7 +117,13 @@ def load_image_files(paths: Sequence[str | Path], spec: DatasetSpec) -> torch.Te
             what = "is a folder, not an image file" if path.is_dir() else "does not exist"
             raise GradleakError(f"--image {raw}: {path} {what}")
         try:
-            with Image.open(path) as opened:
+            with warnings.catch_warnings():
+                # Pillow warns (to stderr) above 89 Mpx and refuses above 179 Mpx; the size check
+                # below is the one that bounds memory, so its one line is all the user sees.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened:
+                check_resizable(*opened.size, spec.image_size, what=f"--image {raw}")  # before decoding
                 opened.load()
                 # Phone photos store their rotation in EXIF; apply it so faces are upright.
                 picture = _to_8bit(ImageOps.exif_transpose(opened), path)

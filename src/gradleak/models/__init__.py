@@ -212,13 +212,31 @@ def check_compatible(name: str, *, channels: int, image_size: int, dataset: str)
         )
 
 
-def build_model(name: str, *, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """Build model ``name`` for the given input shape and class count (caller seeds torch first)."""
+def model_skeleton(name: str, *, channels: int, image_size: int, num_classes: int) -> nn.Module:
+    """Model ``name`` on the meta device: its parameter names and shapes, no memory, no RNG use."""
     spec = MODELS.get(name)
     if spec.channels is not None and (spec.channels, spec.image_size) != (channels, image_size):
         check_compatible(name, channels=channels, image_size=image_size, dataset="the input")
     if num_classes < 2:
         raise GradleakError(f"--num-classes must be at least 2 (got {num_classes})")
+    with torch.device("meta"):
+        return spec.factory(channels, image_size, num_classes)
+
+
+def build_model(name: str, *, channels: int, image_size: int, num_classes: int) -> nn.Module:
+    """Build model ``name`` for the given input shape and class count (caller seeds torch first).
+
+    Its size is estimated first (on the meta device), so an absurd class count or input size is
+    one line with the estimate, not a multi-terabyte allocation."""
+    from gradleak.memory import require_memory
+
+    spec = MODELS.get(name)
+    skeleton = model_skeleton(name, channels=channels, image_size=image_size, num_classes=num_classes)
+    count = sum(t.numel() for t in skeleton.state_dict().values())
+    require_memory(  # the weights and the client's gradient, in float32
+        count * 4 * 2, what=f"model {name} ({count:,} parameters for {num_classes} classes, {channels}×{image_size}×{image_size} input)",
+        fix="check --num-classes (or the class count in the checkpoint's metadata) and the input size",
+    )
     model = spec.factory(channels, image_size, num_classes)
     if spec.uniform_init:
         uniform_init_(model)

@@ -34,6 +34,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import struct
 import tempfile
 import warnings
@@ -45,8 +46,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.torch_version import TorchVersion
 
 from gradleak.errors import GradleakError
+from gradleak.io.tensor_file import MAX_HEADER_BYTES
 
 FORMAT_TAG = "gradleak.checkpoint"
 FORMAT_VERSION = "1"
@@ -108,11 +111,13 @@ class CheckpointInfo:
 
 
 def _metadata_strings(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata as plain ``str`` (not a ``str`` subclass such as ``torch.__version__``'s TorchVersion,
+    which a weights-only unpickler, gradleak's own included, refuses as a foreign global)."""
     out = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION}
     for key, value in metadata.items():
         if value is None:
             continue
-        out[str(key)] = value if isinstance(value, str) else json.dumps(value)
+        out[str(key)] = str(value) if isinstance(value, str) else json.dumps(value)
     return out
 
 
@@ -169,7 +174,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: Mapping[str, A
         parent = parent.parent
     try:
         path.absolute().parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.absolute().parent)
+        _remove_dead_partials(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.absolute().parent)
     except OSError as error:
         raise GradleakError(f"cannot create {path}: {error.strerror}; choose another --out") from None
     tmp = Path(tmp_name)
@@ -204,6 +210,25 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: Mapping[str, A
     return hashlib.sha256(data).hexdigest()
 
 
+def _remove_dead_partials(path: Path) -> None:
+    """Delete the temporary files of writes to ``path`` whose process died (kill -9 mid-write);
+    a live writer's file (its pid in the name) is left alone."""
+    for partial in path.absolute().parent.glob(f".{path.name}.partial-*"):
+        pid = partial.name.removeprefix(f".{path.name}.partial-").split("-", 1)[0]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError)
+        return True
+    return True
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -214,8 +239,22 @@ def _umask() -> int:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; only a regular file, and only when it fits in memory (checked before reading:
+    ``/dev/zero`` never ends and a FIFO blocks the open until someone writes)."""
+    from gradleak.memory import require_memory
+
     try:
-        return path.read_bytes()
+        status = path.stat()
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(status.st_mode):
+            raise GradleakError(f"--weights {path} is not a regular file (a device, pipe or socket): "
+                                "give a checkpoint file written by gradleak train or torch.save")
+        # The bytes, and about as much again for the tensors parsed from them.
+        require_memory(2 * status.st_size, what=f"reading --weights {path} ({status.st_size:,} bytes)",
+                       fix="is it really a checkpoint? give a smaller file or free memory")
+        with path.open("rb") as handle:
+            return handle.read(status.st_size)
     except FileNotFoundError:
         raise GradleakError(f"--weights {path} does not exist: give a checkpoint file (make one with {_TRAIN_HINT})") from None
     except IsADirectoryError:
@@ -224,17 +263,22 @@ def _read_bytes(path: Path) -> bytes:
         raise GradleakError(f"cannot read --weights {path}: {error.strerror}") from None
 
 
-def _safetensors_header(data: bytes) -> dict[str, Any] | None:
+def _safetensors_header(data: bytes, path: Path) -> dict[str, Any] | None:
     """The parsed header if ``data`` is laid out as safetensors (u64 LE length, then JSON), else None."""
     if len(data) < 10:
         return None
     (length,) = struct.unpack("<Q", data[:8])
     if not 2 <= length <= len(data) - 8 or data[8:9] != b"{":
         return None
+    if length > MAX_HEADER_BYTES:
+        return None
     try:
         header = json.loads(data[8 : 8 + length].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+    except RecursionError:  # a header nested thousands of levels deep: no real file is
+        raise GradleakError(f"--weights {path} is a damaged safetensors file (its JSON header is nested absurdly deep): "
+                            "copy it again or re-create it with gradleak train") from None
     return header if isinstance(header, dict) else None
 
 
@@ -248,6 +292,9 @@ def _parse_metadata(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     for key, value in (raw or {}).items():
         if key in ("format", "format_version"):
             continue
+        key = _printable(str(key))
+        if isinstance(value, str):  # the file's text reaches the terminal: no escape sequences
+            value = _printable(value)
         if isinstance(value, str) and (key in _INT_KEYS or key in _FLOAT_KEYS):
             try:
                 value = json.loads(value)
@@ -259,6 +306,11 @@ def _parse_metadata(raw: Mapping[str, Any] | None) -> dict[str, Any]:
             continue
         out[str(key)] = value
     return out
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters (ANSI escapes, carriage returns, bells) from a file."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def read_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
@@ -277,7 +329,7 @@ def read_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> 
         )
     if not data:
         raise GradleakError(f"--weights {path} is empty: give a checkpoint written by {_TRAIN_HINT}")
-    header = _safetensors_header(data)
+    header = _safetensors_header(data, path)
     if header is None and len(data) >= 9 and data[8:9] == b"{" and struct.unpack("<Q", data[:8])[0] > len(data) - 8:
         raise GradleakError(f"--weights {path} is a truncated safetensors file (its header says it is longer): "
                             "copy it again or re-create it with gradleak train")
@@ -317,7 +369,9 @@ def _load_torch(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict[
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it was not written with
             warnings.simplefilter("ignore")
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            # TorchVersion: a str subclass that gradleak before issue 21 wrote into .pt metadata.
+            with torch.serialization.safe_globals([TorchVersion]):
+                obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = " ".join(str(error).split())
         if "Unsupported global" in reason or "weights_only" in reason.lower():
@@ -335,7 +389,7 @@ def _load_torch(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict[
     metadata: dict[str, Any] = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         raw = obj.get("gradleak")
-        metadata = dict(raw) if isinstance(raw, Mapping) else {}
+        metadata = {str(k): str(v) if isinstance(v, str) else v for k, v in raw.items()} if isinstance(raw, Mapping) else {}
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise GradleakError(
@@ -385,8 +439,10 @@ def _model_for(channels: int, image_size: int) -> str:
     return default_model(channels, image_size)
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], info: CheckpointInfo, *, model_name: str) -> None:
-    """Copy ``state`` into ``model`` after checking every name and shape (one line on a mismatch)."""
+def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], info: CheckpointInfo, *,
+                     model_name: str) -> None:
+    """Every name and shape of ``state`` against ``model`` (a meta-device skeleton will do, so a
+    checkpoint whose metadata claims 10⁹ classes is refused before that model is allocated)."""
     name = Path(info.path).name
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -407,7 +463,18 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], info: Checkpo
             "architecture, input shape or class count; pass the matching --model/--num-classes or train one "
             f"with gradleak train --model {model_name}"
         )
-    for key, tensor in state.items():
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], info: CheckpointInfo, *, model_name: str) -> None:
+    """Copy ``state`` into ``model`` after checking every name and shape (one line on a mismatch).
+
+    Tensors take the model's dtypes first (float8/bfloat16/integer checkpoints load as float32),
+    then are checked for non-finite values."""
+    check_state_fits(model, state, info, model_name=model_name)
+    own = model.state_dict()
+    converted = {k: v.to(own[k].dtype) for k, v in state.items()}
+    for key, tensor in converted.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise GradleakError(f"--weights {name} holds non-finite values in {key}: the training diverged; re-train it")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+            raise GradleakError(f"--weights {Path(info.path).name} holds non-finite values in {key} (as "
+                                f"{str(own[key].dtype).removeprefix('torch.')}): the training diverged; re-train it")
+    model.load_state_dict(converted, strict=True)

@@ -36,6 +36,12 @@ LOWEST_THRESHOLD_SIGMAS = 10.0
 #: RMS per pixel of the residual the block adds to a typical public image (small: the client's
 #: model keeps working, and the recovery is exact whatever this scale is).
 RESIDUAL_RMS = 1e-3
+#: most bins a block may have (64x the default); more separate no batch a run can hold better.
+MAX_BINS = 65536
+#: bytes per entry of one bins x features weight over a run: both weights and their gradients in
+#: float32 (16), the attack's float64 copy and its two differences (24); 100,000 bins on CIFAR's
+#: 3,072 inputs measured 12.3 GB.
+IMPRINT_BYTES_PER_WEIGHT = 40
 
 
 class ImprintBlock(nn.Module):
@@ -112,16 +118,26 @@ def build_imprint_block(
     places the thresholds at its quantiles; the residual scale makes the block's output differ
     from its input by about :data:`RESIDUAL_RMS` per pixel on those images.
     """
+    from gradleak.memory import require_memory
+
     if bins < 2:
         raise GradleakError(f"--bins must be at least 2 (got {bins}): try --bins 256")
+    if bins > MAX_BINS:
+        raise GradleakError(f"--bins {bins} is more than {MAX_BINS:,}: that many bins already separate batches of "
+                            f"thousands of images and each bin costs a row of the input's size; try --bins 1024")
     shape = tuple(int(s) for s in input_shape)
+    features = math.prod(shape)
+    require_memory(
+        IMPRINT_BYTES_PER_WEIGHT * bins * features,
+        what=f"an imprint block of {bins:,} bins on {features:,} inputs (its weights, their gradient and the recovery)",
+        fix="use fewer --bins (the default 1024 separates batches of a few hundred images)",
+    )
     if tuple(public_images.shape[1:]) != shape:
         raise GradleakError(f"public images are {tuple(public_images.shape[1:])}, the model takes {shape}")
     if public_images.shape[0] < 2:
         raise GradleakError("the imprint block needs at least 2 public images to fit its bins")
     generator = torch.Generator().manual_seed(seed)
     block = ImprintBlock(shape, bins)
-    features = math.prod(shape)
     w = statistic_direction(features, statistic=statistic, generator=generator)
     values = public_images.flatten(1).double() @ w.double()
     std = float(values.std())

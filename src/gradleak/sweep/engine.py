@@ -109,7 +109,7 @@ def execute_planned(store: Store, sweep_dir: str, run: dict[str, Any], session: 
     run_id, kind = run["run_id"], run["kind"]
     try:
         claim = store.claim(run_id, session, worker)
-    except StoreError as error:  # the store cannot be written (full disk, damaged): the sweep stops
+    except GradleakError as error:  # the store cannot be opened or written (full disk, damaged): the sweep stops
         return {"run_id": run_id, "status": "store_error", "worker": worker, "error": str(error)}
     if not claim.ok:  # finished meanwhile (another sweep) or held by another live sweep
         return {"run_id": run_id, "status": "already_done" if claim.reason == "done" else claim.reason, "worker": worker}
@@ -191,9 +191,32 @@ async def _grant_gpu(dask_worker: Any, index: int) -> None:  # runs on a worker
     await dask_worker.set_resources(GPU=1)
 
 
+LOOPBACK_DASHBOARD = "127.0.0.1:0"  # a free port on this machine only: never clashes, never exposed
+
+
+def dashboard_address(requested: str | None) -> str:
+    """Where the embedded cluster's dashboard listens: loopback unless an address is asked for.
+
+    The dashboard has no password and shows (and lets anyone cancel) the sweep's tasks, so it is
+    never bound to all interfaces by default; ``":8787"`` (no host) also stays on loopback.
+
+    >>> dashboard_address(None), dashboard_address(":8787"), dashboard_address("0.0.0.0:8787")
+    ('127.0.0.1:0', '127.0.0.1:8787', '0.0.0.0:8787')
+    """
+    if requested is None:
+        return LOOPBACK_DASHBOARD
+    host, sep, port = requested.strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise GradleakError(f"--dashboard {requested!r} is not HOST:PORT: give e.g. 127.0.0.1:8787")
+    return f"{host or '127.0.0.1'}:{port}"
+
+
 def start_client(*, workers: int | None = None, scheduler: str | None = None, gpus: int = 0,
-                 quiet: bool = True) -> tuple[Any, Any]:
-    """(client, cluster or None): the embedded LocalCluster, or a client of ``scheduler``."""
+                 quiet: bool = True, dashboard: str | None = None) -> tuple[Any, Any]:
+    """(client, cluster or None): the embedded LocalCluster, or a client of ``scheduler``.
+
+    The embedded cluster listens on loopback only (scheduler, workers and, unless ``dashboard``
+    names another address, the dashboard)."""
     import logging
 
     distributed = _require_distributed()
@@ -206,11 +229,13 @@ def start_client(*, workers: int | None = None, scheduler: str | None = None, gp
     n = workers or os.cpu_count() or 1
     if n < 1:
         raise GradleakError(f"--workers must be at least 1 (got {n})")
+    address = dashboard_address(dashboard)
     cluster = distributed.LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":0",  # a free port: never clashes with another cluster
+        host="127.0.0.1",
+        dashboard_address=address,
         silence_logs=logging.ERROR if quiet else logging.WARNING,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )
@@ -259,12 +284,14 @@ def run_sweep(
     progress: bool = True,
     client: Any = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    dashboard: str | None = None,
 ) -> SweepSummary:
     """Execute every run of ``plan`` not yet done; return counts and timings.
 
     ``client`` may be an existing ``distributed.Client`` (tests); otherwise one is started
     (embedded LocalCluster, or ``scheduler``) and closed at the end. ``on_result`` is called in
-    the client with each task's result dict as it arrives.
+    the client with each task's result dict as it arrives. ``dashboard`` (HOST:PORT) exposes the
+    embedded cluster's dashboard there; by default it is on a loopback port only.
     """
     start = time.perf_counter()
     sweep_dir = Path(sweep_dir).absolute()
@@ -295,7 +322,7 @@ def run_sweep(
     own_client = client is None
     cluster = None
     if own_client:
-        client, cluster = start_client(workers=workers, scheduler=scheduler, gpus=gpus)
+        client, cluster = start_client(workers=workers, scheduler=scheduler, gpus=gpus, dashboard=dashboard)
     try:
         info = client.scheduler_info()
         summary.workers = len(info.get("workers", {}))

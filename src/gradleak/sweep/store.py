@@ -519,4 +519,10 @@ class Store:
 
 
 def _reopen(path: str, stale_after: float) -> Store:
-    return Store(path, stale_after=stale_after, create=False)
+    """The unpickled Store: no file access here. Unpickling runs inside Dask's message handling on a
+    worker, where an exception (a full or failing disk) broke the worker's stream and left the sweep
+    waiting forever; the task's first store call now raises it, and the task reports it."""
+    store = Store.__new__(Store)
+    store.path = Path(path)
+    store.stale_after = stale_after
+    return store

@@ -43,9 +43,9 @@ from typing import Any
 import torch
 
 from gradleak.text.attack import EXACT_RELATIVE_L2, TextAttackResult, TextObserver, TextStepReport
-from gradleak.text.client import TextUpdate, _loss_gradient, pad_batch
+from gradleak.text.client import TextUpdate, _loss_gradient
 from gradleak.text.layer_inputs import LayerInputs, layer_inputs
-from gradleak.text.span import EXACT_THRESHOLD, InputSpan, input_span, noise_threshold, span_distance
+from gradleak.text.span import InputSpan, input_span, noise_threshold, span_distance
 
 RANK_MARGIN = 20  # tokens per batch ≤ width − RANK_MARGIN: the span test still discriminates
 
