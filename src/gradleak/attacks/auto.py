@@ -103,7 +103,7 @@ class Auto:
             from gradleak.attacks.imprint import ImprintAttack
 
             result = ImprintAttack().run(model, update, observer=observer)
-            result.extras["auto_choice"] = 4.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
+            result.extras.update(auto_choice="imprint", auto_reason=reason)
             result.stop_reason = f"{result.stop_reason} (auto: {reason})"
             return result
         gradient = as_gradient(update)
@@ -113,7 +113,7 @@ class Auto:
             analytic = AnalyticInversion().run(model, gradient, observer=observer)
             error = analytic.extras["relative_gradient_error"]
             if error <= self.accept_error:
-                analytic.extras["auto_choice"] = 0.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
+                analytic.extras.update(auto_choice="analytic", auto_reason=reason)
                 analytic.stop_reason = analytic.stop_reason.replace(
                     "solved", f"solved analytically ({reason}); relative gradient error {error:.1e}", 1
                 )
@@ -129,7 +129,8 @@ class Auto:
         )
         result = fallback.run(model, update, generator=generator, observer=observer)
         result.seconds += analytic.seconds if analytic is not None else 0.0
-        result.extras["auto_choice"] = 1.0
+        result.iterations += analytic.iterations if analytic is not None else 0  # both ran (and are on the curve)
+        result.extras.update(auto_choice="ig", auto_reason=reason)
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
         if analytic is None:
             return result
@@ -141,8 +142,9 @@ class Auto:
         analytic_error = analytic.extras["relative_gradient_error"]
         if analytic_error > ig_error:
             return result
-        analytic.seconds = result.seconds
-        analytic.extras.update({"auto_choice": 0.0, "ig_relative_gradient_error": ig_error})
+        analytic.seconds, analytic.iterations = result.seconds, result.iterations
+        analytic.extras.update({"auto_choice": "analytic", "auto_reason": "its result explains the update better "
+                                "than Inverting Gradients from it", "ig_relative_gradient_error": ig_error})
         analytic.stop_reason = (
             f"analytic result kept (relative gradient error {analytic_error:.1e}; Inverting Gradients "
             f"from it: {ig_error:.1e}): {analytic.stop_reason}"
@@ -163,24 +165,29 @@ class Auto:
         # it fits the update below the noise, 0.29× the data term expected at the true image, at
         # 20.7 dB); for a batch the analytic result itself (with its prior for the undetermined layers).
         if update.batch_size == 1:
-            rival = DLG(iterations=min(self.iterations, 50), analytic_label=True, init=analytic.images, name="idlg").run(model, update)
+            rival = DLG(iterations=min(self.iterations, 50), analytic_label=True, init=analytic.images,
+                        name="idlg").run(model, update, observer=observer)
             rival.seconds += analytic.seconds
-            key, choice, what = "lbfgs", 2.0, "iDLG L-BFGS from the analytic start"
+            rival.iterations += analytic.iterations
+            key, choice, what = "lbfgs", "lbfgs_from_analytic", "iDLG L-BFGS from the analytic start"
         else:
-            rival, key, choice, what = analytic, "analytic", 0.0, "the analytic result"
+            rival, key, choice, what = analytic, "analytic", "analytic", "the analytic result"
         energy_rival, discrepancy = posterior_energy(model, update, noise, rival.images, rival.labels, attack)
         result = attack.run(model, update, generator=generator, observer=observer)
         result.seconds += rival.seconds
+        result.iterations += rival.iterations  # every phase ran and is on the curve
         energy_map = result.extras["posterior_energy"]
         result.extras.update({
-            "auto_choice": 3.0,  # 3 = MAP
+            "auto_choice": "map",
+            "auto_reason": why,
             "noise_to_signal": level,
             f"{key}_posterior_energy": energy_rival,
             f"{key}_discrepancy": discrepancy,
         })
         if energy_rival < energy_map:
-            rival.seconds = result.seconds
-            rival.extras.update({**result.extras, "auto_choice": choice})
+            rival.seconds, rival.iterations = result.seconds, result.iterations
+            rival.extras.update({**result.extras, "auto_choice": choice, "auto_reason": (
+                f"its posterior energy {energy_rival:.4g} is below MAP's {energy_map:.4g} ({why})")})
             rival.stop_reason = f"{what} kept: posterior energy {energy_rival:.4g} < MAP's {energy_map:.4g} ({why})"
             return rival
         result.stop_reason = f"MAP inversion ({why}); posterior energy {energy_map:.4g} < {what}'s {energy_rival:.4g}"
@@ -200,10 +207,14 @@ class Auto:
         ig_result.extras["ig_relative_gradient_error"] = ig_error
         ig_result.extras["lbfgs_relative_gradient_error"] = lbfgs_error
         if not lbfgs_error < ig_error:
+            ig_result.iterations += candidate.iterations  # both ran (and are on the curve)
             return ig_result
         candidate.seconds += ig_result.seconds
+        candidate.iterations += ig_result.iterations
         candidate.extras.update(ig_result.extras)
-        candidate.extras["auto_choice"] = 2.0  # analytic start refined by L-BFGS
+        candidate.extras["auto_choice"] = "lbfgs_from_analytic"
+        candidate.extras["auto_reason"] = (
+            f"relative gradient error {lbfgs_error:.1e}, below Inverting Gradients' {ig_error:.1e}")
         candidate.stop_reason = (
             f"{candidate.stop_reason} (iDLG L-BFGS from the analytic start: relative gradient error "
             f"{lbfgs_error:.1e} vs Inverting Gradients {ig_error:.1e})"

@@ -74,6 +74,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         "dlg/idlg: most tries within --iters, a try judged stuck is restarted (default 8; 1 = the single-try original)",
     )
     attack.add_argument(
+        "--early-stop", type=int, default=None, metavar="N",
+        help="dlg/idlg: stop once the gradient distance has not fallen by 0.1%% of its best for N iterations "
+        "(default 30; 0 = spend the whole --iters budget, as the original does)",
+    )
+    attack.add_argument(
         "--clamp", action="store_true", default=None,
         help="project pixels to [0,1] after every step (dlg: off by default, it hurts L-BFGS; ig always clamps)",
     )
@@ -170,6 +175,7 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         tv_weight=args.tv_weight,
         clamp=args.clamp,
         restarts=args.restarts,
+        early_stop=args.early_stop,
         scenario=args.scenario,
         local_steps=args.local_steps,
         local_lr=args.local_lr,

@@ -40,6 +40,25 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor, *, data_range: floa
     return float(peak_signal_noise_ratio(tgt, rec, data_range=data_range))
 
 
+def mean_psnr(reconstructions: torch.Tensor, targets: torch.Tensor) -> float:
+    """The PSNR gradleak reports for a batch: the mean of its images' PSNRs (images in the same
+    order). One image: its PSNR. Not the PSNR of the batch's MSE, which a single bad image dominates.
+
+    Example:
+        >>> a = torch.zeros(2, 1, 4, 4); b = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.01)])
+        >>> round(mean_psnr(b, a), 2), round(psnr(b, a), 2)
+        (30.0, 23.01)
+    """
+    if reconstructions.dim() == 3:
+        return psnr(reconstructions, targets)
+    return float(np.mean([psnr(r, t) for r, t in zip(reconstructions, targets)]))
+
+
+def psnr_of_mse(value: float, *, data_range: float = 1.0) -> float:
+    """10·log10(range² / MSE): ``inf`` for an MSE of 0."""
+    return math.inf if value <= 0 else 10 * math.log10(data_range**2 / value)
+
+
 def ssim(reconstruction: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0) -> float:
     """Structural similarity, mean over the batch, via scikit-image.
 
@@ -118,7 +137,13 @@ class BatchScore:
 
     @property
     def psnr(self) -> float:
+        """The mean of the per-image PSNRs (see :func:`mean_psnr`)."""
         return float(np.mean([s.psnr for s in self.per_image]))
+
+    @property
+    def psnr_of_mse(self) -> float:
+        """The PSNR of the batch MSE (:attr:`mse`); at most :attr:`psnr` (Jensen)."""
+        return psnr_of_mse(self.mse)
 
     @property
     def ssim(self) -> float:
@@ -172,9 +197,11 @@ __all__ = [
     "ImageScore",
     "label_accuracy",
     "match_reconstructions",
+    "mean_psnr",
     "mse",
     "pairwise_mse",
     "psnr",
+    "psnr_of_mse",
     "score_batch",
     "ssim",
 ]
