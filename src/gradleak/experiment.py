@@ -457,6 +457,7 @@ def execute(prepared: Prepared) -> RunOutcome:
         "psnr": score.psnr,
         **({"psnr_of_batch_mse": score.psnr_of_mse} if prepared.images.shape[0] > 1 else {}),
         "ssim": score.ssim,
+        **({"st_lpips": score.st_lpips} if score.st_lpips is not None else {}),
         "label_accuracy": score.label_accuracy,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 3),
@@ -464,7 +465,7 @@ def execute(prepared: Prepared) -> RunOutcome:
         "tries": result.restarts,
         **({"attempts": [asdict(a) for a in result.attempts]} if result.attempts else {}),
         "final_loss": result.losses[-1] if result.losses else None,
-        "per_image": [asdict(s) for s in score.per_image],
+        "per_image": [{k: v for k, v in asdict(s).items() if v is not None} for s in score.per_image],
         **client_metrics(prepared, score),
         **{k: v for k, v in result.extras.items()},
         **dp_privacy(prepared),
@@ -580,19 +581,20 @@ def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: A
             suffix = "" if batch == 1 else f"_{i}"
             save_image(stage / f"recon{suffix}.png", matched[i])
             save_image(stage / f"target{suffix}.png", prepared.images[i])
-    one_step = result.iterations <= 1  # solved in closed form: nothing happened over iterations
+    one_step = result.iterations <= 1  # solved in closed form (or --iters 1): nothing happened over iterations
+    how = "finished in one step (solved in closed form)" if "solved" in result.stop_reason else "ran one step"
     if config.save_history and result.snapshots and not one_step:
         save_history(stage / "history.png", [*result.snapshots, (result.iterations, result.images)])
     elif config.save_history and not config.quiet:
         print(f"note: --save-history does not apply: attack {prepared.attack.name!r} "
-              + ("solved in one closed-form step" if one_step else "took no snapshots")
+              + (how if one_step else "took no snapshots")
               + ", so there is no history.png (use --attack dlg or ig for an iteration history)")
     captions = [f"{s.psnr:.1f} dB" for s in score.per_image]
     save_comparison(stage / "comparison.png", prepared.images, matched, captions)
     if one_step:
         if not config.quiet:
-            print(f"note: no curves.png: attack {prepared.attack.name!r} solved in one closed-form step "
-                  "(nothing to plot over iterations; comparison.png shows the result)")
+            print(f"note: no curves.png: attack {prepared.attack.name!r} {how}: nothing to plot over "
+                  "iterations (comparison.png shows the result)")
     else:
         progress.finish(result.iterations, score.psnr)
         restarts = [(a.start, a_prev.reason) for a_prev, a in zip(result.attempts, result.attempts[1:])]

@@ -1,4 +1,6 @@
-"""Image-reconstruction metrics. PSNR and SSIM come from scikit-image; matching from scipy.
+"""Image-reconstruction metrics. PSNR and SSIM come from scikit-image; matching from scipy;
+ST-LPIPS (a learned perceptual distance, :mod:`gradleak.metrics.st_lpips`) when the
+``perceptual`` extra is installed.
 
 scikit-image rather than torchmetrics because it imports in a fraction of the time (every run
 scores its result); the tests check both against each other.
@@ -120,6 +122,7 @@ class ImageScore:
     mse: float
     psnr: float
     ssim: float
+    st_lpips: float | None = None  # None: the perceptual extra is not installed
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,12 @@ class BatchScore:
     def ssim(self) -> float:
         return float(np.mean([s.ssim for s in self.per_image]))
 
+    @property
+    def st_lpips(self) -> float | None:
+        """Mean ST-LPIPS over the images (lower is closer); None without the perceptual extra."""
+        values = [s.st_lpips for s in self.per_image if s.st_lpips is not None]
+        return float(np.mean(values)) if values else None
+
 
 def label_accuracy(recovered: torch.Tensor, true: torch.Tensor) -> float:
     """Fraction of labels recovered, as a multiset (order-free), so batch results are fair.
@@ -173,8 +182,11 @@ def score_batch(
     indices: list[int] | None = None,
 ) -> BatchScore:
     """Match reconstructions to targets (optimal assignment by MSE), then score each pair."""
+    from gradleak.metrics import st_lpips as perceptual
+
     order = match_reconstructions(reconstructions, targets)
     matched = reconstructions[order]
+    distances = perceptual.st_lpips(matched, targets) if perceptual.available() else [None] * targets.shape[0]
     scores = [
         ImageScore(
             index=indices[i] if indices is not None else i,
@@ -184,6 +196,7 @@ def score_batch(
             mse=mse(matched[i], targets[i]),
             psnr=psnr(matched[i], targets[i]),
             ssim=ssim(matched[i], targets[i]),
+            st_lpips=distances[i],
         )
         for i in range(targets.shape[0])
     ]
