@@ -1,13 +1,49 @@
 """gradleak: show, measure and defend against gradient leakage in federated learning.
 
-Importing the package is cheap: heavy optional dependencies (transformers, dask) are imported
-only by the sub-modules that need them.
+The public API (see the README's "Python" section) is importable from here; it is loaded on
+first use, so ``import gradleak`` stays cheap (no torch, transformers or dask until needed).
+
+Example:
+    >>> import gradleak
+    >>> callable(gradleak.reconstruct)
+    True
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from gradleak.errors import GradleakError
 
-__all__ = ["GradleakError", "__version__"]
+_API = {
+    "client_update", "defend", "reconstruct", "score", "save_update", "load_update", "available",
+    "register_attack", "register_defense", "register_model", "register_scenario", "register_dataset",
+}
+_TYPES = {"SharedUpdate", "AttackResult", "NoiseContribution", "StepReport"}
+
+__all__ = ["GradleakError", "__version__", *sorted(_API), *sorted(_TYPES)]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from gradleak.api import (  # noqa: F401
+        available, client_update, defend, load_update, reconstruct, register_attack, register_dataset,
+        register_defense, register_model, register_scenario, save_update, score,
+    )
+    from gradleak.types import AttackResult, NoiseContribution, SharedUpdate, StepReport  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import gradleak.api as api
+
+        return getattr(api, name)
+    if name in _TYPES:
+        import gradleak.types as types
+
+        return getattr(types, name)
+    raise AttributeError(f"module 'gradleak' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -11,10 +11,7 @@ import math
 
 import os
 import platform
-import random
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +22,8 @@ import torch
 
 from gradleak import __version__
 from gradleak.errors import GradleakError
+from gradleak.io.staging import check_output_folder, staged_folder
+from gradleak.runtime import resolve_device, seed_everything
 from gradleak.types import AttackResult, SharedUpdate, StepReport
 
 
@@ -92,23 +91,6 @@ class Prepared:
     #: the client that holds each private image (secure aggregation); None for one client
     client_of: list[int] | None = None
     checkpoint: Any = None  # gradleak.models.checkpoint.CheckpointInfo when --weights was given
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GradleakError(f"--device {name} was asked for but CUDA is not available here: use --device cpu (or auto)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise GradleakError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def prepare(config: RunConfig) -> Prepared:
@@ -326,36 +308,7 @@ def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
         while out.exists():
             suffix += 1
             out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}-{suffix}"
-    dangling = _dangling_link(out)
-    if dangling is not None:
-        raise GradleakError(
-            f"--out {out}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not exist: "
-            "create its target folder or choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise GradleakError(f"--out {out} is a file, not a folder: choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
-        raise GradleakError(f"output folder {out} is not empty: choose another --out or pass --overwrite")
-    parent = _existing_parent(out)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise GradleakError(f"cannot write to {parent} (for --out {out}): choose a writable --out")
-    return out
-
-
-def _dangling_link(path: Path) -> Path | None:
-    """``path`` or its nearest ancestor that is a symbolic link to nothing (the results could not
-    be moved there, found only after the attack), else None."""
-    for candidate in (path, *path.parents):
-        if candidate.is_symlink() and not candidate.exists():
-            return candidate
-    return None
-
-
-def _existing_parent(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
+    return check_output_folder(out, overwrite=config.overwrite)
 
 
 class _Progress:
@@ -521,53 +474,8 @@ def dp_privacy(prepared: Prepared) -> dict[str, float]:
 
 def write_outputs(prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:
     """Write everything into a staging folder, then move it into place (no half-written run)."""
-    from gradleak.report import current_umask
-
-    config = prepared.config
-    out = prepared.out_dir
-    created = _missing_parents(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    except OSError as error:
-        _remove_created(created)
-        raise GradleakError(f"cannot create the output folder {out}: {error.strerror}; choose another --out") from None
-    try:
+    with staged_folder(prepared.out_dir) as stage:
         _write_stage(stage, prepared, result, score, metrics, progress)
-        if out.exists():
-            for item in stage.iterdir():
-                target = out / item.name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                os.replace(item, target)
-            stage.rmdir()
-        else:
-            os.replace(stage, out)
-    except BaseException as error:
-        shutil.rmtree(stage, ignore_errors=True)
-        _remove_created(created)
-        if isinstance(error, OSError):
-            raise GradleakError(f"could not write the results to {out}: {error}; nothing was kept") from None
-        raise
-
-
-def _missing_parents(path: Path) -> list[Path]:
-    """The ancestors of ``path`` that do not exist yet, deepest first (to undo on failure)."""
-    missing = []
-    parent = path.absolute().parent
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    return missing
-
-
-def _remove_created(folders: list[Path]) -> None:
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            break
 
 
 def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:

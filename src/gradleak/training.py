@@ -164,7 +164,7 @@ def train_model(config: TrainConfig, *, progress: bool = False,
     """Train ``config.model`` on ``config.dataset``; returns the model, its test accuracy and the
     checkpoint metadata. ``progress`` shows a tqdm bar (stderr); ``on_epoch(epoch, loss, accuracy)``
     is called after each epoch."""
-    from gradleak.experiment import resolve_device, seed_everything
+    from gradleak.runtime import resolve_device, seed_everything
     from gradleak.models import build_model
     from gradleak.scenarios import cross_entropy_for_soft_labels, one_hot
     from gradleak.utility import evaluate

@@ -218,7 +218,7 @@ def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, pro
     ``progress(epoch, accuracy)`` is called after each epoch when given.
     """
     from gradleak.defenses import parse_defenses
-    from gradleak.experiment import resolve_device, seed_everything
+    from gradleak.runtime import resolve_device, seed_everything
     from gradleak.models import MODELS, build_model, check_compatible, default_model
     from gradleak.scenarios import FedSGD, cross_entropy_for_soft_labels, one_hot
 

@@ -61,16 +61,22 @@ def psnr_of_mse(value: float, *, data_range: float = 1.0) -> float:
     return math.inf if value <= 0 else 10 * math.log10(data_range**2 / value)
 
 
+SSIM_WINDOW = 11  # the Gaussian window (sigma 1.5, truncated at 3.5 sigma) spans 11 pixels
+
+
 def ssim(reconstruction: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0) -> float:
     """Structural similarity, mean over the batch, via scikit-image.
 
     Settings are the common ones (and torchmetrics' defaults): Gaussian window σ = 1.5,
-    population covariance, K1 = 0.01, K2 = 0.03.
+    population covariance, K1 = 0.01, K2 = 0.03. NaN for inputs that are not images at least
+    11 pixels on each side (the Gaussian window's extent): SSIM is not defined there.
     """
     from skimage.metrics import structural_similarity
 
     rec = _batched(reconstruction).double().numpy()
     tgt = _batched(target).double().numpy()
+    if rec.ndim != 4 or min(rec.shape[-2:]) < SSIM_WINDOW:
+        return float("nan")
     values = [
         structural_similarity(
             t, r, data_range=data_range, channel_axis=0, gaussian_weights=True, sigma=1.5,
@@ -117,8 +123,8 @@ def match_reconstructions(reconstructions: torch.Tensor, targets: torch.Tensor) 
 @dataclass(frozen=True)
 class ImageScore:
     index: int
-    label: int
-    recovered_label: int
+    label: int | None  # None when the true labels were not given
+    recovered_label: int | None  # None when the attack recovered none
     mse: float
     psnr: float
     ssim: float
@@ -131,8 +137,9 @@ class BatchScore:
 
     per_image: list[ImageScore]
     order: list[int]
-    #: fraction of the batch's labels recovered, compared as multisets (see :func:`label_accuracy`)
-    label_accuracy: float
+    #: fraction of the batch's labels recovered, compared as multisets (see :func:`label_accuracy`);
+    #: None when either side's labels are unknown
+    label_accuracy: float | None
 
     @property
     def mse(self) -> float:
@@ -177,8 +184,8 @@ def score_batch(
     reconstructions: torch.Tensor,
     targets: torch.Tensor,
     *,
-    true_labels: torch.Tensor,
-    recovered_labels: torch.Tensor,
+    true_labels: torch.Tensor | None,
+    recovered_labels: torch.Tensor | None,
     indices: list[int] | None = None,
 ) -> BatchScore:
     """Match reconstructions to targets (optimal assignment by MSE), then score each pair."""
@@ -190,9 +197,9 @@ def score_batch(
     scores = [
         ImageScore(
             index=indices[i] if indices is not None else i,
-            label=int(true_labels[i]),
+            label=None if true_labels is None else int(true_labels[i]),
             # The label the attack attached to the reconstruction matched to this image.
-            recovered_label=int(recovered_labels[order[i]]),
+            recovered_label=None if recovered_labels is None else int(recovered_labels[order[i]]),
             mse=mse(matched[i], targets[i]),
             psnr=psnr(matched[i], targets[i]),
             ssim=ssim(matched[i], targets[i]),
@@ -201,7 +208,11 @@ def score_batch(
         for i in range(targets.shape[0])
     ]
     return BatchScore(
-        per_image=scores, order=order, label_accuracy=label_accuracy(recovered_labels, true_labels)
+        per_image=scores,
+        order=order,
+        label_accuracy=None
+        if true_labels is None or recovered_labels is None
+        else label_accuracy(recovered_labels, true_labels),
     )
 
 

@@ -1,6 +1,6 @@
 """What a run and a sweep leave behind: files written atomically, images, figures, reports.
 
-Split by what each file holds: :mod:`~gradleak.report.files` (atomic writes, JSON),
+Split by what each file holds (file writing itself is :mod:`gradleak.io.files`, re-exported here):
 :mod:`~gradleak.report.images` (PNG, tiling), :mod:`~gradleak.report.run_figures` (curves.png,
 history.png, comparison.png), ``sweep_*`` (the sweep report). Imports stay light: matplotlib is
 imported only when a figure is drawn.
@@ -8,7 +8,7 @@ imported only when a figure is drawn.
 
 from __future__ import annotations
 
-from gradleak.report.files import atomic_write, current_umask, write_json, write_text
+from gradleak.io.files import atomic_write, current_umask, write_json, write_text
 from gradleak.report.images import save_image, tile, to_numpy_image
 from gradleak.report.run_figures import (
     COMPARISON_COLUMNS,

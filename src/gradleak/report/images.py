@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradleak.report.files import atomic_write
+from gradleak.io.files import atomic_write
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:

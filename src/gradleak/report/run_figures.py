@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradleak.report.files import atomic_write
+from gradleak.io.files import atomic_write
 from gradleak.report.images import tile, to_numpy_image
 
 COMPARISON_COLUMNS = 16

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,24 +46,29 @@ class FedSGD:
 
     defenses: Sequence[Any] = field(default_factory=tuple)
     generator: torch.Generator | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (logits, one-hot targets) -> scalar
+    training: bool | None = None  # BatchNorm mode of the client's forward (None: the model's own)
 
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         num_classes = _num_classes(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
+        loss_fn = self.loss or cross_entropy_for_soft_labels
+        names, params = sent_parameters(model)
         post_hoc = [d for d in self.defenses if not hasattr(d, "private_gradient")]
         at_gradient_time = [d for d in self.defenses if hasattr(d, "private_gradient")]
         if len(at_gradient_time) > 1:
             raise GradleakError("give DP-SGD at most once: --defense dpsgd:... appears twice")
-        if at_gradient_time:
-            grads = tuple(
-                g.detach()
-                for g in at_gradient_time[0].private_gradient(
-                    model, cross_entropy_for_soft_labels, images, targets, generator=self.generator
+        with forward_mode(model, self.training):
+            if at_gradient_time:
+                if names is not None:
+                    raise GradleakError("DP-SGD with frozen parameters is not supported: unfreeze them or drop dpsgd")
+                grads = tuple(
+                    g.detach()
+                    for g in at_gradient_time[0].private_gradient(model, loss_fn, images, targets, generator=self.generator)
                 )
-            )
-        else:
-            loss = cross_entropy_for_soft_labels(model(images), targets)
-            grads = tuple(g.detach() for g in torch.autograd.grad(loss, list(model.parameters())))
+            else:
+                loss = loss_fn(model(images), targets)
+                grads = tuple(g.detach() for g in torch.autograd.grad(loss, params))
         update = SharedUpdate(
             tensors=grads,
             kind="gradient",
@@ -70,6 +76,8 @@ class FedSGD:
             input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
             num_classes=num_classes,
             defenses=tuple(d.name for d in at_gradient_time),
+            parameter_names=names,
+            training=self.training,
         )
         for defense in post_hoc:
             update = defense.apply(update, generator=self.generator)
@@ -87,6 +95,8 @@ class FedAvg:
     local_lr: float = 1e-4
     defenses: Sequence[Any] = field(default_factory=tuple)
     generator: torch.Generator | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (logits, one-hot targets) -> scalar
+    training: bool | None = None  # BatchNorm mode of the client's forward (None: the model's own)
 
     def __post_init__(self) -> None:
         if self.local_steps < 1:
@@ -99,13 +109,19 @@ class FedAvg:
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
         num_classes = _num_classes(model, images)
         targets = one_hot(labels, num_classes).to(images.device)
-        params = [p.detach().clone() for p in model.parameters()]
-        weights = [p.clone().requires_grad_(True) for p in params]
-        for _ in range(self.local_steps):
-            loss = cross_entropy_for_soft_labels(functional_forward(model, weights, images), targets)
-            grads = torch.autograd.grad(loss, weights)
-            weights = [(w - self.local_lr * g).detach().requires_grad_(True) for w, g in zip(weights, grads)]
-        delta = tuple((w - p).detach() for w, p in zip(weights, params))
+        loss_fn = self.loss or cross_entropy_for_soft_labels
+        names, sent = sent_parameters(model)
+        all_names = [n for n, _ in model.named_parameters()]
+        sent_names = names if names is not None else all_names
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        weights = {n: (start[n].clone().requires_grad_(True) if n in sent_names else start[n]) for n in all_names}
+        with forward_mode(model, self.training):
+            for _ in range(self.local_steps):
+                logits = torch.func.functional_call(model, weights, (images,))
+                grads = torch.autograd.grad(loss_fn(logits, targets), [weights[n] for n in sent_names])
+                for n, g in zip(sent_names, grads):
+                    weights[n] = (weights[n] - self.local_lr * g).detach().requires_grad_(True)
+        delta = tuple((weights[n] - start[n]).detach() for n in sent_names)
         update = SharedUpdate(
             tensors=delta,
             kind="weight_delta",
@@ -114,6 +130,8 @@ class FedAvg:
             num_classes=num_classes,
             local_steps=self.local_steps,
             local_lr=self.local_lr,
+            parameter_names=names,
+            training=self.training,
         )
         for defense in self.defenses:
             update = defense.apply(update, generator=self.generator)
@@ -124,6 +142,32 @@ def functional_forward(model: nn.Module, weights: Sequence[torch.Tensor], images
     """Run ``model`` with its parameters replaced by ``weights`` (same order as ``parameters()``)."""
     names = [n for n, _ in model.named_parameters()]
     return torch.func.functional_call(model, dict(zip(names, weights)), (images,))
+
+
+def sent_parameters(model: nn.Module) -> tuple[tuple[str, ...] | None, list[torch.Tensor]]:
+    """The parameters a client trains and so sends: their names (``None`` when that is all of
+    them, the classic case) and the tensors, in ``named_parameters()`` order."""
+    named = list(model.named_parameters())
+    sent = [(n, p) for n, p in named if p.requires_grad]
+    if not sent:
+        raise GradleakError("the model has no trainable parameters (all have requires_grad=False): nothing would be sent")
+    names = None if len(sent) == len(named) else tuple(n for n, _ in sent)
+    return names, [p for _, p in sent]
+
+
+@contextlib.contextmanager
+def forward_mode(model: nn.Module, training: bool | None) -> Iterator[None]:
+    """Run the client's forward in train (batch statistics) or eval mode, then restore the model's."""
+    if training is None:
+        yield
+        return
+    before = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in before.items():
+            m.training = mode
 
 
 def _num_classes(model: nn.Module, images: torch.Tensor) -> int:

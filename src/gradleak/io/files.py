@@ -1,4 +1,4 @@
-"""Files a run leaves behind, each written atomically (temp file, then rename)."""
+"""Files written atomically: a temp file beside the target, then a rename."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -42,10 +39,14 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """Plain JSON for the values results hold: paths, tensors, numpy scalars."""
+    import numpy as np
+    import torch
+
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, torch.Tensor):
