@@ -411,6 +411,7 @@ def execute(prepared: Prepared) -> RunOutcome:
         **({"psnr_of_batch_mse": score.psnr_of_mse} if prepared.images.shape[0] > 1 else {}),
         "ssim": score.ssim,
         **({"st_lpips": score.st_lpips} if score.st_lpips is not None else {}),
+        **({"lpips": score.lpips} if score.lpips is not None else {}),
         "label_accuracy": score.label_accuracy,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 3),

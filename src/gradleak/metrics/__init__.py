@@ -129,6 +129,7 @@ class ImageScore:
     psnr: float
     ssim: float
     st_lpips: float | None = None  # None: the perceptual extra is not installed
+    lpips: float | None = None  # None: no lpips package, torchvision or cached AlexNet weights
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,12 @@ class BatchScore:
         values = [s.st_lpips for s in self.per_image if s.st_lpips is not None]
         return float(np.mean(values)) if values else None
 
+    @property
+    def lpips(self) -> float | None:
+        """Mean LPIPS proper over the images; None where it cannot run offline."""
+        values = [s.lpips for s in self.per_image if s.lpips is not None]
+        return float(np.mean(values)) if values else None
+
 
 def label_accuracy(recovered: torch.Tensor, true: torch.Tensor) -> float:
     """Fraction of labels recovered, as a multiset (order-free), so batch results are fair.
@@ -189,11 +196,13 @@ def score_batch(
     indices: list[int] | None = None,
 ) -> BatchScore:
     """Match reconstructions to targets (optimal assignment by MSE), then score each pair."""
+    from gradleak.metrics import lpips_metric
     from gradleak.metrics import st_lpips as perceptual
 
     order = match_reconstructions(reconstructions, targets)
     matched = reconstructions[order]
     distances = perceptual.st_lpips(matched, targets) if perceptual.available() else [None] * targets.shape[0]
+    learned = lpips_metric.lpips_distances(matched, targets) if lpips_metric.available() else [None] * targets.shape[0]
     scores = [
         ImageScore(
             index=indices[i] if indices is not None else i,
@@ -204,6 +213,7 @@ def score_batch(
             psnr=psnr(matched[i], targets[i]),
             ssim=ssim(matched[i], targets[i]),
             st_lpips=distances[i],
+            lpips=learned[i],
         )
         for i in range(targets.shape[0])
     ]

@@ -181,13 +181,13 @@ def save_curves(
     ax = axes[0, 0]
     finite = np.isfinite(y)
     log = bool(finite.any()) and bool((y[finite] > 0).all())
-    marker = "o" if finite.sum() <= 30 else None
     drawn = {n for i, n in enumerate(names) if finite[i]}
     for start, stop, name in _segments(names):
         keep = finite[start:stop]
         if not keep.any():
             continue
         plot = ax.semilogy if log else ax.plot
+        marker = "o" if keep.sum() <= 30 else None  # a short phase (one closed-form point) stays visible
         plot(x[start:stop][keep], y[start:stop][keep], marker=marker, markersize=3, color=_colour(name, drawn),
              label=name if len(drawn) > 1 else None)
     ax.set_xlabel("iteration")
@@ -198,7 +198,7 @@ def save_curves(
         psnr_ax = axes[0, 1]
         psnr_ax.plot(x, values, color="tab:orange", marker="o" if len(values) <= 30 else None, markersize=3,
                      label=psnr_label)
-        psnr_ax.plot(x[-1:], values[-1:], "o", color="tab:orange", markersize=6)
+        psnr_ax.plot(x[-1:], values[-1:], "o", color="tab:orange", markersize=6, label="the returned result")
         psnr_ax.axhline(success_psnr, color="gray", linestyle="--", linewidth=0.8, label=f"{success_psnr:g} dB: success")
         psnr_ax.set_xlabel("iteration")
         psnr_ax.set_ylabel("PSNR (dB, ∞ drawn at 100)")
