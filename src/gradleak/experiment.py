@@ -62,6 +62,8 @@ class RunConfig:
     save_history: bool = False
     save_final: bool = False
     save_model: bool = False  # write model.pt: the state dict of the model the client received
+    update: str | None = None  # attack this captured update file (no private data, no simulated client)
+    reference: list[str] = field(default_factory=list)  # with --update: images to score the reconstructions against
     out: str | None = None
     overwrite: bool = False
     quiet: bool = False
@@ -81,8 +83,8 @@ class Prepared:
     config: RunConfig
     device: torch.device
     model: torch.nn.Module
-    images: torch.Tensor
-    labels: torch.Tensor
+    images: torch.Tensor | None  # None: a captured update without --reference (nothing to score)
+    labels: torch.Tensor | None
     update: SharedUpdate
     attack: Any
     num_classes: int
@@ -101,7 +103,8 @@ def prepare(config: RunConfig) -> Prepared:
     from gradleak.attacks import ATTACKS
     from gradleak.data import get_spec, load_image_files, load_samples, num_classes
     from gradleak.defenses import parse_defenses
-    from gradleak.models import build_model, check_compatible, default_model
+    from gradleak.models import check_compatible, default_model
+    from gradleak.models.external import is_external, load_factory
     from gradleak.models.checkpoint import load_into
     from gradleak.scenarios import SCENARIOS
 
@@ -109,12 +112,19 @@ def prepare(config: RunConfig) -> Prepared:
         raise GradleakError(f"--iters must be at least 1 (got {config.iterations}): try --iters 300")
     if config.tv_weight is not None and config.tv_weight < 0:
         raise GradleakError(f"--tv-weight must be >= 0 (got {config.tv_weight})")
+    if config.update:
+        return prepare_captured(config)
+    if config.reference:
+        raise GradleakError("--reference scores the attack on a captured update: give --update FILE (or drop --reference)")
     spec = get_spec(config.dataset)
     state, checkpoint = read_weights(config)
     model_name = config.model or (checkpoint and checkpoint.architecture) or default_model(spec.channels, spec.image_size)
     if checkpoint is not None:  # before check_compatible: the checkpoint's own shape is the better message
         check_weights(checkpoint, model_name=model_name, spec=spec, classes=None)
-    check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
+    if not is_external(model_name):
+        check_compatible(model_name, channels=spec.channels, image_size=spec.image_size, dataset=spec.name)
+    elif not config.update:
+        load_factory(model_name)  # a bad model file fails here, before any data is read
     check_scenario_settings(config)
     if config.scenario == "imprint" and config.attack == "auto":
         # The malicious server reads its own imprint block: that is the attack that applies.
@@ -189,7 +199,7 @@ def prepare(config: RunConfig) -> Prepared:
         raise GradleakError(f"--threads must be at least 1 (got {config.threads})")
     torch.set_num_threads(config.threads or (1 if model_name.startswith("lenet") else os.cpu_count() or 1))
     seed_everything(config.seed)
-    model = build_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
+    model = build_run_model(model_name, channels=spec.channels, image_size=spec.image_size, num_classes=classes)
     if checkpoint is not None:
         check_weights(checkpoint, model_name=model_name, spec=spec, classes=classes)
         load_into(model, state, checkpoint, model_name=model_name)
@@ -216,16 +226,7 @@ def prepare(config: RunConfig) -> Prepared:
     if hasattr(scenario, "server_model"):  # a malicious server modifies the model it sends
         model = scenario.server_model(model)
     update = scenario.share(model, images.to(device), labels.to(device))
-    # Only what the user set overrides the attack's own defaults (each attack owns its config).
-    overrides = {
-        k: v
-        for k, v in (
-            ("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts),
-            ("noise_source", config.noise_source), ("early_stop", config.early_stop),
-        )
-        if v is not None
-    }
-    attack = attack_factory(iterations=config.iterations, **overrides)
+    attack = attack_factory(iterations=config.iterations, **attack_overrides(config, attack_factory))
     attack.check(update, model)
     return Prepared(
         config=config,
@@ -241,6 +242,56 @@ def prepare(config: RunConfig) -> Prepared:
         client_of=client_of if update.clients > 1 else None,
         checkpoint=checkpoint,
     )
+
+
+def prepare_captured(config: RunConfig) -> Prepared:
+    """``--update FILE``: the server's model and the captured update; reference images if given."""
+    from gradleak.attacks import ATTACKS
+    from gradleak.captured import captured_inputs
+    from gradleak.io.update_file import check_update_fits
+    from gradleak.models.checkpoint import load_into
+
+    if config.tv_weight is not None and config.tv_weight < 0:
+        raise GradleakError(f"--tv-weight must be >= 0 (got {config.tv_weight})")
+    update, spec, images, labels = captured_inputs(config)
+    state, checkpoint = read_weights(config)
+    attack_factory = ATTACKS.get(config.attack)
+    device = resolve_device(config.device)
+    out_dir = resolve_out_dir(config, config.model)  # type: ignore[arg-type]
+    seed_everything(config.seed)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    model = build_run_model(config.model, channels=spec.channels, image_size=spec.image_size,  # type: ignore[arg-type]
+                            num_classes=update.num_classes)
+    if checkpoint is not None:
+        check_weights(checkpoint, model_name=config.model, spec=spec, classes=update.num_classes)  # type: ignore[arg-type]
+        load_into(model, state, checkpoint, model_name=config.model)  # type: ignore[arg-type]
+    check_update_fits(update, model, source=f"--update {config.update}")
+    model = model.to(device)
+    update = dataclasses.replace(update, tensors=tuple(t.to(device) for t in update.tensors))
+    attack = attack_factory(iterations=config.iterations, **attack_overrides(config, attack_factory))
+    attack.check(update, model)
+    return Prepared(
+        config=config, device=device, model=model, images=images, labels=labels, update=update, attack=attack,
+        num_classes=update.num_classes, model_name=config.model, out_dir=out_dir, checkpoint=checkpoint,  # type: ignore[arg-type]
+    )
+
+
+def attack_overrides(config: RunConfig, attack_factory: Any) -> dict[str, Any]:
+    """Only what the user set overrides the attack's own defaults (each attack owns its config)."""
+    overrides = {
+        k: v
+        for k, v in (
+            ("tv_weight", config.tv_weight), ("clamp", config.clamp), ("restarts", config.restarts),
+            ("noise_source", config.noise_source), ("early_stop", config.early_stop),
+        )
+        if v is not None
+    }
+    for name in overrides:
+        if not _has_setting(attack_factory, name):
+            flag = "--" + name.replace("_", "-")
+            raise GradleakError(f"{flag} does not apply to attack {config.attack!r}: drop it or choose an attack that takes it")
+    return overrides
 
 
 def check_scenario_settings(config: RunConfig) -> None:
@@ -287,14 +338,41 @@ def check_weights(checkpoint: Any, *, model_name: str, spec: Any, classes: int |
     """Check what the checkpoint says it is against the run: model, input shape, classes (when known)."""
     from gradleak.models import MODELS
     from gradleak.models.checkpoint import check_fits
+    from gradleak.models.external import is_external
 
     check_fits(checkpoint, model_name=model_name, channels=spec.channels, image_size=spec.image_size,
-               num_classes=classes, dataset=spec.name, size_matters=MODELS.get(model_name).image_size is not None)
+               num_classes=classes, dataset=spec.name,
+               size_matters=is_external(model_name) or MODELS.get(model_name).image_size is not None)
+
+
+def build_run_model(model_name: str, *, channels: int, image_size: int, num_classes: int) -> torch.nn.Module:
+    """A registered model by name, or the user's ``FILE.py:factory`` / ``module:factory``."""
+    from gradleak.models import build_model
+    from gradleak.models.external import build_external, is_external
+
+    if is_external(model_name):
+        return build_external(model_name, num_classes=num_classes, input_shape=(channels, image_size, image_size))
+    return build_model(model_name, channels=channels, image_size=image_size, num_classes=num_classes)
 
 
 def _has_setting(attack_factory: Any, name: str) -> bool:
     """Whether a (dataclass) attack has the setting ``name`` that a flag would override."""
     return name in {f.name for f in dataclasses.fields(attack_factory)}
+
+
+def model_label(model_name: str) -> str:
+    """A file-name-safe label for a model: ``lenet``, or ``cnn.build`` for ``models/cnn.py:build``.
+
+    Example:
+        >>> model_label("models/cnn.py:build"), model_label("resnet18")
+        ('cnn.build', 'resnet18')
+    """
+    import re
+
+    if ":" in model_name:
+        target, _, factory = model_name.rpartition(":")
+        model_name = f"{Path(target).stem if target.endswith('.py') else target}.{factory}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name)
 
 
 def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
@@ -303,11 +381,13 @@ def resolve_out_dir(config: RunConfig, model_name: str) -> Path:
         out = Path(config.out)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}"
+        source = "captured" if config.update else config.dataset
+        label = model_label(model_name)
+        out = Path("runs") / f"{stamp}-{source}-{label}"
         suffix = 1
         while out.exists():
             suffix += 1
-            out = Path("runs") / f"{stamp}-{config.dataset}-{model_name}-{suffix}"
+            out = Path("runs") / f"{stamp}-{source}-{label}-{suffix}"
     return check_output_folder(out, overwrite=config.overwrite)
 
 
@@ -317,12 +397,12 @@ class _Progress:
     It is the runner's (it holds the ground truth to compute PSNR); the attack only calls it.
     """
 
-    def __init__(self, targets: torch.Tensor, total: int, quiet: bool) -> None:
+    def __init__(self, targets: torch.Tensor | None, total: int, quiet: bool) -> None:
         from gradleak.metrics import match_reconstructions, mean_psnr
 
         self._match = match_reconstructions
         self._psnr = mean_psnr  # the definition of the reported PSNR: mean over the batch's images
-        self.targets = targets.cpu()
+        self.targets = targets.cpu() if targets is not None else None  # None: nothing to score against
         # One point per report. An attack made of phases (auto: analytic, then IG, then L-BFGS)
         # numbers each phase from 1; ``iterations`` counts on across them (what the bar shows).
         self.iterations: list[int] = []
@@ -339,9 +419,11 @@ class _Progress:
             self.bar = tqdm(total=total, desc="attack", unit="it", dynamic_ncols=True, file=sys.stderr)
 
     def __call__(self, report: StepReport) -> None:
-        images = report.images.detach().cpu().clamp(0, 1)
-        order = self._match(images, self.targets) if self.targets.shape[0] > 1 else [0]
-        value = self._psnr(images[order], self.targets)
+        value = float("nan")
+        if self.targets is not None:
+            images = report.images.detach().cpu().clamp(0, 1)
+            order = self._match(images, self.targets) if self.targets.shape[0] > 1 else [0]
+            value = self._psnr(images[order], self.targets)
         if report.iteration <= self._last_reported:  # a new phase numbered from 1 again
             self._offset = self.iterations[-1]
         self._last_reported = report.iteration
@@ -358,7 +440,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.total = max(self.bar.total or 0, iteration)  # an attack whose own budget is larger
             self.bar.n = iteration
-            self.bar.set_postfix(loss=f"{report.loss:.3g}", psnr=f"{value:.2f}dB", refresh=False)
+            self.bar.set_postfix(loss=f"{report.loss:.3g}", **({"psnr": f"{value:.2f}dB"} if self.targets is not None else {}), refresh=False)
             self.bar.refresh()
 
     def close(self, *, finished: bool = True, iterations: int | None = None) -> None:
@@ -392,15 +474,18 @@ def execute(prepared: Prepared) -> RunOutcome:
         progress.close(finished=False)
         raise
     progress.close(iterations=result.iterations)
+    if prepared.images is None:
+        return write_unscored(prepared, result, progress)
     score = score_batch(
         result.images,
         prepared.images,
         true_labels=prepared.labels,
         recovered_labels=result.labels,
-        indices=None if config.images else list(config.indices),
+        indices=None if config.images or config.update else list(config.indices),
     )
     metrics: dict[str, Any] = {
-        "dataset": config.dataset,
+        "dataset": "captured" if config.update else config.dataset,
+        **({"update_file": config.update} if config.update else {}),
         "model": prepared.model_name,
         "attack": prepared.attack.name,
         "scenario": config.scenario,
@@ -429,6 +514,45 @@ def execute(prepared: Prepared) -> RunOutcome:
         for entry, owner in zip(metrics["per_image"], prepared.client_of):
             entry["client"] = owner
     write_outputs(prepared, result, score, metrics, progress)
+    return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
+
+
+def write_unscored(prepared: Prepared, result: AttackResult, progress: _Progress) -> RunOutcome:
+    """A captured update without reference images: the reconstructions and what the attack
+    itself knows (no ground-truth scores exist)."""
+    from gradleak.report import save_curves, save_image, tile, write_json, write_text
+
+    config = prepared.config
+    metrics: dict[str, Any] = {
+        "dataset": "captured",
+        "update_file": config.update,
+        "model": prepared.model_name,
+        "attack": prepared.attack.name,
+        "kind": prepared.update.kind,
+        "defenses": list(prepared.update.defenses),
+        "batch_size": int(prepared.update.batch_size),
+        "scored": False,
+        "recovered_labels": [int(x) for x in result.labels],
+        "iterations": result.iterations,
+        "seconds": round(result.seconds, 3),
+        "stop_reason": result.stop_reason,
+        "final_loss": result.losses[-1] if result.losses else None,
+        **{k: v for k, v in result.extras.items()},
+    }
+    with staged_folder(prepared.out_dir) as stage:
+        batch = result.images.shape[0]
+        for i in range(batch):
+            save_image(stage / f"recon{'' if batch == 1 else f'_{i}'}.png", result.images[i])
+        save_image(stage / "reconstructions.png", tile(result.images.detach().cpu()))
+        if result.iterations > 1 and progress.iterations:  # one closed-form step: nothing to plot
+            progress.finish(result.iterations, math.nan)
+            save_curves(stage / "curves.png", iterations=progress.iterations, losses=progress.losses,
+                        objectives=progress.objectives)
+        write_text(stage / "metrics.txt", "\n".join([
+            f"update={config.update}", f"model={prepared.model_name}", f"iterations={result.iterations}",
+            "no reference images: not scored (pass --reference IMAGES)"]) + "\n")
+        write_json(stage / "metrics.json", metrics)
+        write_json(stage / "config.json", resolved_config(prepared))
     return RunOutcome(out_dir=prepared.out_dir, metrics=metrics, result=result)
 
 
@@ -541,7 +665,7 @@ def resolved_config(prepared: Prepared) -> dict[str, Any]:
         model=prepared.model_name,
         num_classes=prepared.num_classes,
         device=str(prepared.device),
-        labels=[int(x) for x in prepared.labels],
+        labels=[int(x) for x in prepared.labels] if prepared.labels is not None else None,
         attack_settings=asdict(prepared.attack) if hasattr(prepared.attack, "__dataclass_fields__") else {},
         out=str(prepared.out_dir),
         **(prepared.checkpoint.as_record() if prepared.checkpoint is not None else {}),

@@ -51,7 +51,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
     attack = parser.add_argument_group("attack")
     attack.add_argument("--iters", type=int, default=300, help="attack iterations (default 300)")
     attack.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
-    attack.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default: fits the dataset)")
+    attack.add_argument(
+        "--model", default=None,
+        help=f"one of {', '.join(MODELS.names())} (default: fits the dataset), or your own: path/to/file.py:factory "
+        "or package.module:factory, called as factory(num_classes, input_shape)",
+    )
     attack.add_argument(
         "--weights", default=None, metavar="PATH",
         help="load the model's weights from a checkpoint (safetensors, or a torch.save state_dict read with "
@@ -114,6 +118,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         "--save-model", action="store_true",
         help="write model.pt: the model the client received (the server's, with --scenario imprint); check it with gradleak inspect-model",
     )
+    captured = parser.add_argument_group("captured update (no private data)")
+    captured.add_argument(
+        "--update", default=None, metavar="FILE",
+        help="attack this captured update (a .safetensors file written by gradleak.save_update) with the server's "
+        "--model; no dataset or simulated client",
+    )
+    captured.add_argument(
+        "--reference", nargs="+", default=None, metavar="IMAGE",
+        help="with --update: the private images, to score the reconstructions against (one per sample)",
+    )
     output.add_argument("--out", default=None, help="output folder (default runs/<time>-<dataset>-<model>/)")
     output.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -152,7 +166,18 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         # `gradleak run` with no data flags: an offline demo on a bundled real test image.
         indices, split = [DEMO_INDEX], "test"
         note = f"demo: bundled CIFAR-100 test image #{DEMO_INDEX} (choose data with --dataset/--index/--image)"
-    if args.label is not None and args.image is None and args.indices is None and args.index is None:
+    if args.update is not None:
+        data_flags = [f for f, v in (("--dataset", args.dataset), ("--index", args.index), ("--indices", args.indices),
+                                     ("--image", args.image), ("--split", args.split)) if v is not None]
+        if data_flags:
+            raise GradleakError(
+                f"--update attacks a captured update, which holds no private data: drop {data_flags[0]} "
+                "(score against the private images with --reference IMAGES)"
+            )
+        no_data_flags, note = False, None
+    elif args.reference is not None:
+        raise GradleakError("--reference scores the attack on a captured update: give --update FILE (or drop --reference)")
+    elif args.label is not None and args.image is None and args.indices is None and args.index is None:
         raise GradleakError("--label needs --image (or --index/--indices to override the dataset's labels)")
     config = RunConfig(
         dataset=dataset,
@@ -190,6 +215,8 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         out=args.out,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        update=args.update,
+        reference=list(args.reference or []),
     )
     return config, note
 
@@ -246,12 +273,21 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
             print(f"weights: {prepared.checkpoint.path} ({prepared.checkpoint.describe()}; "
                   f"sha256 {prepared.checkpoint.sha256[:16]}…)")
         update = prepared.update
+        source = (
+            f"captured update {config.update}" if config.update  # type: ignore[attr-defined]
+            else f"{config.dataset} {config.split} {'image(s) ' + ', '.join(config.images) if config.images else 'index ' + ' '.join(map(str, config.indices))}"  # type: ignore[attr-defined]
+        )
         print(
-            f"{config.attack} on {config.dataset} {config.split} {'image(s) ' + ', '.join(config.images) if config.images else 'index ' + ' '.join(map(str, config.indices))}"  # type: ignore[attr-defined]
+            f"{config.attack} on {source}"  # type: ignore[attr-defined]
             f" | model {prepared.model_name} | {update.kind} of batch {update.batch_size} | device {prepared.device}"
         )
     outcome = execute(prepared)
     m = outcome.metrics
+    if "psnr" not in m:  # a captured update without --reference: nothing to score against
+        print(f"reconstructed {m['batch_size']} sample(s) from {config.update}, labels {m['recovered_labels']} "  # type: ignore[attr-defined]
+              f"(not scored: pass --reference IMAGES); {m['iterations']} iterations, {m['seconds']:.1f} s ({m['stop_reason']})")
+        print(f"results in {outcome.out_dir}")
+        return 0
     print(f"Final MSE={m['mse']:.6f} PSNR={m['psnr']:.2f} dB")  # the classic script's line, verbatim
     if "psnr_of_batch_mse" in m:
         print(f"PSNR above: mean of the per-image PSNRs; PSNR of the batch MSE: {m['psnr_of_batch_mse']:.2f} dB")
@@ -261,8 +297,8 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
             f" | client {c['client']}: {c['recovered']:.0%}" for c in m.get("per_client", [])
         ))
     print(
-        f"SSIM={m['ssim']:.4f} " + (f"ST-LPIPS={m['st_lpips']:.4f} " if "st_lpips" in m else "")
-        + f"label accuracy={m['label_accuracy']:.0%} iterations={m['iterations']} "
+        f"SSIM={m['ssim']:.4f} " + (f"ST-LPIPS={m['st_lpips']:.4f} " if "st_lpips" in m else "") + "label accuracy="
+        f"{'n/a (no --label)' if m['label_accuracy'] is None else format(m['label_accuracy'], '.0%')} iterations={m['iterations']} "
         f"attack {m['seconds']:.1f} s ({m['stop_reason']})"
     )
     print(f"results in {outcome.out_dir}")
@@ -325,8 +361,47 @@ def guarded(func: Callable[[], int], prog: str) -> int:
         return 130
 
 
+def load_plugins(argv: list[str]) -> list[str]:
+    """Import the ``--plugin FILE.py|MODULE`` arguments (anywhere in ``argv``) and the installed
+    packages that declare a ``gradleak.plugins`` entry point, so that what they register exists
+    before flags are parsed; returns ``argv`` without the ``--plugin`` arguments."""
+    from importlib.metadata import entry_points
+
+    from gradleak.models.external import load_module
+
+    rest: list[str] = []
+    targets: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--plugin":
+            if i + 1 >= len(argv):
+                raise GradleakError("--plugin needs a value: a .py file or a module that registers components")
+            targets.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--plugin="):
+            targets.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    for entry in entry_points(group="gradleak.plugins"):
+        try:
+            entry.load()
+        except Exception as error:
+            raise GradleakError(f"plugin {entry.name!r} ({entry.value}) failed to load: {type(error).__name__}: {error}") from None
+    for target in targets:
+        load_module(target, what=f"--plugin {target}")
+    return rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = load_plugins(argv)
+    except GradleakError as error:
+        sys.stderr.write(f"gradleak: error: {error}\n")
+        return error.exit_code
     _load_optional_commands()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -346,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def classic_main(argv: Sequence[str] | None = None) -> int:
     """``python main.py``: the classic DLG reproduction flags; DLG is the default attack."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    return guarded(lambda: cmd_run(argv, prog="main.py", classic=True), "main.py")
+    return guarded(lambda: cmd_run(load_plugins(argv), prog="main.py", classic=True), "main.py")
 
 
 if __name__ == "__main__":
