@@ -149,7 +149,7 @@ def _fail_while_writing(monkeypatch: pytest.MonkeyPatch) -> None:
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(gradleak.report, "save_curves", disk_full)
+    monkeypatch.setattr(gradleak.report, "save_comparison", disk_full)  # written by every scored run
 
 
 def test_failure_while_writing_leaves_no_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
