@@ -45,5 +45,5 @@ def test_unknown_model_lists_choices():
 
 
 def test_registry_refuses_duplicates():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(GradleakError, match="already registered: choose another name"):
         MODELS.register("lenet", MODELS.get("lenet"))

@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A name → object mapping with helpful errors.
+    """A name → object mapping with helpful errors; a name can be registered once.
 
     Example:
         >>> r: Registry[int] = Registry("model")
@@ -30,7 +30,9 @@ class Registry(Generic[T]):
 
     def register(self, name: str, item: T) -> None:
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise GradleakError(
+                f"{self.kind} {name!r} is already registered: choose another name (taken: {', '.join(self.names())})"
+            )
         self._items[name] = item
 
     def get(self, name: str) -> T:
