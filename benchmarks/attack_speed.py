@@ -72,9 +72,9 @@ def one_case(dataset: str, indices: list[int], *, ig_iterations: int) -> dict[st
     }
 
 
-def method_of(extras: dict[str, float]) -> str:
-    if extras.get("auto_choice") != 0.0:
-        return "ig" if extras.get("auto_choice") == 1.0 else "analytic+L-BFGS"
+def method_of(extras: dict[str, float | str | bool]) -> str:
+    if extras.get("auto_choice") != "analytic":
+        return "ig" if extras.get("auto_choice") == "ig" else "analytic+L-BFGS"
     prior = int(extras.get("layers_fitted_with_prior", 0))
     return f"analytic, TV prior on {prior} layers" if prior else "analytic"
 

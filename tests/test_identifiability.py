@@ -55,7 +55,7 @@ def test_every_run_records_identifiability_and_spear_recovers_the_batch(tmp_path
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["identifiability"]["largest_exact_batch"] == 500
     assert metrics["identifiability"]["exact_possible"] is True
-    assert metrics["auto_choice"] == 5.0 and metrics["psnr"] > 60
+    assert metrics["auto_choice"] == "spear" and metrics["psnr"] > 60
 
 
 def test_ci_sized_benchmark_runs_and_spear_wins() -> None:

@@ -7,6 +7,7 @@ itself receives the model and the :class:`~gradleak.types.SharedUpdate` alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import os
 import platform
@@ -49,6 +50,7 @@ class RunConfig:
     tv_weight: float | None = None  # None: the attack's own default (0 for dlg, 1e-4 for ig)
     clamp: bool | None = None  # None: the attack's own default (off for dlg, on for ig)
     restarts: int | None = None  # None: the attack's own default (ig/auto: 4 at once; dlg/idlg: up to 8 tries); analytic has none
+    early_stop: int | None = None  # None: the attack's own default (dlg/idlg: stop after 30 iterations without improvement)
     scenario: str = "fedsgd"
     local_steps: int = 1
     local_lr: float = 1e-4
@@ -333,7 +335,8 @@ def _has_setting(attack_factory: Any, name: str) -> bool:
 
 # Run settings an attack may take, with their flags: each attack declares the ones it takes as
 # dataclass fields, and a flag it has no field for is refused in one line (never a TypeError).
-ATTACK_SETTINGS = {"tv_weight": "--tv-weight", "clamp": "--clamp", "restarts": "--restarts", "noise_source": "--noise-source"}
+ATTACK_SETTINGS = {"tv_weight": "--tv-weight", "clamp": "--clamp", "restarts": "--restarts", "noise_source": "--noise-source",
+                   "early_stop": "--early-stop"}
 
 
 def refuse_unsupported_setting(attack_factory: Any, name: str, *, attack: str) -> None:
@@ -388,13 +391,19 @@ class _Progress:
     """
 
     def __init__(self, targets: torch.Tensor | None, total: int, quiet: bool) -> None:
-        from gradleak.metrics import match_reconstructions, psnr
+        from gradleak.metrics import match_reconstructions, mean_psnr
 
         self._match = match_reconstructions
-        self._psnr = psnr
+        self._psnr = mean_psnr  # the definition of the reported PSNR: mean over the batch's images
         self.targets = targets.cpu() if targets is not None else None  # None: nothing to score against
+        # One point per report. An attack made of phases (auto: analytic, then IG, then L-BFGS)
+        # numbers each phase from 1; ``iterations`` counts on across them (what the bar shows).
+        self.iterations: list[int] = []
         self.losses: list[float] = []
         self.psnrs: list[float] = []
+        self.objectives: list[str] = []
+        self._offset = 0
+        self._last_reported = 0
         self.events: list[tuple[int, str]] = []
         self.bar = None
         if not quiet:
@@ -403,31 +412,47 @@ class _Progress:
             self.bar = tqdm(total=total, desc="attack", unit="it", dynamic_ncols=True, file=sys.stderr)
 
     def __call__(self, report: StepReport) -> None:
-        self.losses.append(report.loss)
         value = float("nan")
         if self.targets is not None:
             images = report.images.detach().cpu().clamp(0, 1)
             order = self._match(images, self.targets) if self.targets.shape[0] > 1 else [0]
             value = self._psnr(images[order], self.targets)
-            self.psnrs.append(value)
+        if report.iteration <= self._last_reported:  # a new phase numbered from 1 again
+            self._offset = self.iterations[-1]
+        self._last_reported = report.iteration
+        iteration = self._offset + report.iteration
+        self.iterations.append(iteration)
+        self.losses.append(report.loss)
+        self.psnrs.append(value)
+        self.objectives.append(report.objective)
         if report.event is not None:
             # e.g. DLG's stall guard starting again: printed above the bar (the summary repeats it)
-            self.events.append((report.iteration, report.event))
+            self.events.append((iteration, report.event))
             if self.bar is not None:
                 self.bar.write(report.event, file=sys.stderr)
         if self.bar is not None:
-            self.bar.n = report.iteration
+            self.bar.total = max(self.bar.total or 0, iteration)  # an attack whose own budget is larger
+            self.bar.n = iteration
             self.bar.set_postfix(loss=f"{report.loss:.3g}", **({"psnr": f"{value:.2f}dB"} if self.targets is not None else {}), refresh=False)
             self.bar.refresh()
 
-    def close(self, *, finished: bool = True) -> None:
-        """End the bar. A finished attack that stopped early ends it at 100% of what it ran;
-        an interrupted or failed one leaves it where it stopped (never drawn as complete)."""
+    def close(self, *, finished: bool = True, iterations: int | None = None) -> None:
+        """End the bar. A finished attack ends it at 100% of the ``iterations`` it ran (the count
+        ``metrics.json`` reports); an interrupted or failed one leaves it where it stopped."""
         if self.bar is not None:
-            if finished and self.bar.n < (self.bar.total or 0):  # the attack stopped early: end the bar there
-                self.bar.total = self.bar.n
+            if finished:
+                self.bar.n = self.bar.total = iterations if iterations is not None else self.bar.n
                 self.bar.refresh()
             self.bar.close()
+
+    def finish(self, iterations: int, final_psnr: float) -> None:
+        """Close the curve at the attack's own iteration count with its returned result's PSNR
+        (reports may come every few iterations, and a phase may run without reporting)."""
+        if not self.iterations or self.iterations[-1] < iterations:
+            self.iterations.append(iterations)
+            self.losses.append(math.nan)  # no objective value for the returned result: the PSNR only
+            self.psnrs.append(final_psnr)
+            self.objectives.append(self.objectives[-1] if self.objectives else "")
 
 
 def execute(prepared: Prepared) -> RunOutcome:
@@ -441,7 +466,7 @@ def execute(prepared: Prepared) -> RunOutcome:
     except BaseException:  # Ctrl-C or a failure: the bar must not claim 100% before "interrupted"
         progress.close(finished=False)
         raise
-    progress.close()
+    progress.close(iterations=result.iterations)
     if prepared.images is None:
         return write_unscored(prepared, result, progress)
     score = score_batch(
@@ -461,15 +486,18 @@ def execute(prepared: Prepared) -> RunOutcome:
         "batch_size": int(prepared.images.shape[0]),
         "mse": score.mse,
         "psnr": score.psnr,
+        **({"psnr_of_batch_mse": score.psnr_of_mse} if prepared.images.shape[0] > 1 else {}),
         "ssim": score.ssim,
+        **({"st_lpips": score.st_lpips} if score.st_lpips is not None else {}),
+        **({"lpips": score.lpips} if score.lpips is not None else {}),
         "label_accuracy": score.label_accuracy,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 3),
         "stop_reason": result.stop_reason,
-        "restarts": result.restarts,
+        "tries": result.restarts,
         **({"attempts": [asdict(a) for a in result.attempts]} if result.attempts else {}),
         "final_loss": result.losses[-1] if result.losses else None,
-        "per_image": [asdict(s) for s in score.per_image],
+        "per_image": [{k: v for k, v in asdict(s).items() if v is not None} for s in score.per_image],
         **client_metrics(prepared, score),
         **{k: v for k, v in result.extras.items()},
         **dp_privacy(prepared),
@@ -519,9 +547,10 @@ def write_unscored(prepared: Prepared, result: AttackResult, progress: _Progress
         for i in range(batch):
             save_image(stage / f"recon{'' if batch == 1 else f'_{i}'}.png", result.images[i])
         save_image(stage / "reconstructions.png", tile(result.images.detach().cpu()))
-        losses = progress.losses or result.losses
-        if len(losses) > 1:
-            save_curves(stage / "curves.png", losses, [], restarts=[])
+        if result.iterations > 1 and progress.iterations:  # one closed-form step: nothing to plot
+            progress.finish(result.iterations, math.nan)
+            save_curves(stage / "curves.png", iterations=progress.iterations, losses=progress.losses,
+                        objectives=progress.objectives)
         write_text(stage / "metrics.txt", "\n".join([
             f"update={config.update}", f"model={prepared.model_name}", f"iterations={result.iterations}",
             "no reference images: not scored (pass --reference IMAGES)"]) + "\n")
@@ -588,15 +617,26 @@ def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: A
             suffix = "" if batch == 1 else f"_{i}"
             save_image(stage / f"recon{suffix}.png", matched[i])
             save_image(stage / f"target{suffix}.png", prepared.images[i])
-    if config.save_history and result.snapshots:
-        save_history(stage / "history.png", result.snapshots)
+    one_step = result.iterations <= 1  # solved in closed form (or --iters 1): nothing happened over iterations
+    how = "finished in one step (solved in closed form)" if "solved" in result.stop_reason else "ran one step"
+    if config.save_history and result.snapshots and not one_step:
+        save_history(stage / "history.png", [*result.snapshots, (result.iterations, result.images)])
     elif config.save_history and not config.quiet:
-        print(f"note: no history.png: attack {prepared.attack.name!r} finished in one step without snapshots "
-              "(use --attack dlg or ig for an iteration history)")
+        print(f"note: --save-history does not apply: attack {prepared.attack.name!r} "
+              + (how if one_step else "took no snapshots")
+              + ", so there is no history.png (use --attack dlg or ig for an iteration history)")
     captions = [f"{s.psnr:.1f} dB" for s in score.per_image]
     save_comparison(stage / "comparison.png", prepared.images, matched, captions)
-    restarts = [(a.start, a_prev.reason) for a_prev, a in zip(result.attempts, result.attempts[1:])]
-    save_curves(stage / "curves.png", progress.losses or result.losses, progress.psnrs, restarts=restarts)
+    if one_step:
+        if not config.quiet:
+            print(f"note: no curves.png: attack {prepared.attack.name!r} {how}: nothing to plot over "
+                  "iterations (comparison.png shows the result)")
+    else:
+        progress.finish(result.iterations, score.psnr)
+        restarts = [(a.start, a_prev.reason) for a_prev, a in zip(result.attempts, result.attempts[1:])]
+        save_curves(stage / "curves.png", iterations=progress.iterations, losses=progress.losses,
+                    psnrs=progress.psnrs, objectives=progress.objectives, restarts=restarts,
+                    psnr_label="PSNR" if batch == 1 else "PSNR (mean of the per-image PSNRs)")
     write_text(stage / "metrics.txt", classic_metrics_text(config, prepared.model_name, metrics))
     write_json(stage / "metrics.json", metrics)
     write_json(stage / "config.json", resolved_config(prepared))
@@ -614,6 +654,11 @@ def classic_metrics_text(config: RunConfig, model_name: str, metrics: dict[str, 
         f"MSE={metrics['mse']:.6f}",
         f"PSNR={metrics['psnr']:.2f} dB",
     ]
+    if "psnr_of_batch_mse" in metrics:  # a batch: say which PSNR is which
+        lines += [
+            "PSNR above: mean of the per-image PSNRs; MSE above: the batch's (mean of per-image MSEs)",
+            f"PSNR of the batch MSE={metrics['psnr_of_batch_mse']:.2f} dB",
+        ]
     return "\n".join(lines) + "\n"
 
 

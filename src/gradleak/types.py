@@ -68,6 +68,7 @@ class StepReport:
     loss: float
     images: torch.Tensor  # current best guess, (B, C, H, W) in [0, 1], detached
     event: str | None = None  # a one-line notice for the user (e.g. "restart 2/8 at iteration 20: stalled …")
+    objective: str = "gradient-matching loss"  # what ``loss`` is (the label of its curve)
 
 
 class StepObserver(Protocol):
@@ -84,9 +85,9 @@ class AttackResult:
     iterations: int  # iterations actually run (an attack may stop early)
     seconds: float  # wall time of the attack itself
     stop_reason: str = "max_iterations"
-    restarts: int = 1
+    restarts: int = 1  # tries (a restarting attack's fresh starts + 1; Inverting Gradients' parallel starts)
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
-    extras: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, float | str | bool] = field(default_factory=dict)  # names, not numeric codes
     attempts: list[Attempt] = field(default_factory=list)  # the tries of a restarting attack, in order
 
 

@@ -87,7 +87,7 @@ def test_metrics_json_and_curves_record_the_restarts(tmp_path: Path, capsys):
     )
     outcome = run_experiment(config)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["restarts"] == len(metrics["attempts"]) >= 2
+    assert metrics["tries"] == len(metrics["attempts"]) >= 2
     assert metrics["attempts"][0]["reason"] == "blew up" and metrics["attempts"][0]["start"] == 0
     assert metrics["attempts"][1]["start"] == metrics["attempts"][0]["iterations"]
     assert sum(a["iterations"] for a in metrics["attempts"]) == metrics["iterations"] == 40
@@ -95,7 +95,7 @@ def test_metrics_json_and_curves_record_the_restarts(tmp_path: Path, capsys):
     assert metrics["psnr"] > 30 and outcome.metrics["psnr"] == metrics["psnr"]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     single = run_experiment(RunConfig(**{**config.__dict__, "restarts": 1, "out": str(tmp_path / "one")}))
-    assert single.metrics["restarts"] == 1 and len(single.metrics["attempts"]) == 1
+    assert single.metrics["tries"] == 1 and len(single.metrics["attempts"]) == 1
     assert single.metrics["psnr"] < 10
 
 
@@ -110,8 +110,8 @@ def test_the_classic_script_uses_the_guard_and_accepts_restarts_1(tmp_path: Path
     metrics = json.loads((tmp_path / "guarded" / "metrics.json").read_text())
     assert config["attack"] == "dlg" and config["attack_settings"]["restarts"] == 8
     # Image 2 with seed 1234: the original's fourth step throws a pixel to ~1e5; the guard restarts it.
-    assert metrics["attempts"][0]["reason"] == "blew up" and metrics["restarts"] == 2
+    assert metrics["attempts"][0]["reason"] == "blew up" and metrics["tries"] == 2
     assert "after 2 tries (1 restart(s): blew up at 4)" in out
     assert classic_main([*base, "--restarts", "1", "--out", str(tmp_path / "single")]) == 0
     single = json.loads((tmp_path / "single" / "metrics.json").read_text())
-    assert single["restarts"] == 1 and [a["reason"] for a in single["attempts"]] == ["max_iterations"]
+    assert single["tries"] == 1 and [a["reason"] for a in single["attempts"]] == ["max_iterations"]

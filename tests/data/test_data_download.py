@@ -127,7 +127,8 @@ def test_unavailable_message_lists_urls_place_and_offline_hint(tmp_path: Path, f
         load_samples("mnist", [25], split="test", root=root)
     msg = str(info.value)
     assert "\n" not in msg
-    assert msg.startswith(f"MNIST test split is not available under {root.resolve()}")
+    assert msg.startswith("--index 25 is not bundled (bundled: mnist test images 0..19, offline)")
+    assert f"MNIST test split is not available under {root.resolve()}" in msg
     assert "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz (Name or service not known)" in msg
     assert "http://yann.lecun.com/exdb/mnist/t10k-labels-idx1-ubyte.gz" in msg
     assert f"place it at {root.resolve()}/MNIST/raw/t10k-images-idx3-ubyte.gz" in msg

@@ -84,30 +84,32 @@ class Page(HTMLParser):
             self.headers[self._table].append(data)
 
 
-def _fake_sweep(root, *, utility=True):
-    """A sweep folder as the engine leaves it, without running attacks."""
+def _fake_sweep(root, *, utility=True, attacks=("idlg",), defenses=DEFENSES, psnr_of=None):
+    """A sweep folder as the engine leaves it, without running attacks. ``psnr_of(attack, defense,
+    index)`` sets each run's PSNR (default: :data:`PSNR` less the index)."""
     store = Store(root / "store.sqlite")
     session = store.open_session("fake")
     torch.manual_seed(0)
     runs = []
-    for d in DEFENSES:
-        for index in (0, 1):
-            run_id = f"{d.replace(':', '_').replace('.', '')}-{index}"
-            axes = {"dataset": "mnist", "model": "lenetmnist", "attack": "idlg", "scenario": "fedsgd", "defense": d,
-                    "batch_size": 1, "index": index, "seed": 1, "local_steps": 1}
-            store.add_run(run_id, kind="attack", label=f"mnist/{d}/i{index}", config={"indices": [index]}, axes=axes)
-            claim = store.claim(run_id, session, "w")
-            run_dir = root / "runs" / run_id
-            run_dir.mkdir(parents=True)
-            save_image(run_dir / "target.png", torch.rand(1, 28, 28))
-            save_image(run_dir / "recon.png", torch.rand(1, 28, 28))
-            psnr = PSNR[d] - index
-            metrics = {"psnr": psnr, "ssim": 0.5, "mse": 0.01, "label_accuracy": 1.0, "iterations": 10, "seconds": 1.0,
-                       "per_image": [{"psnr": psnr}]}
-            write_json(run_dir / "metrics.json", metrics)
-            store.finish(run_id, session, claim.attempt, metrics=metrics, out_dir=f"runs/{run_id}",
-                         artifacts=[f"runs/{run_id}/target.png", f"runs/{run_id}/recon.png"])
-            runs.append(run_id)
+    for attack, d, index in [(a, d, i) for a in attacks for d in defenses for i in (0, 1)]:
+        run_id = f"{d.replace(':', '_').replace('.', '').replace(',', '_').replace('=', '')}-{index}"
+        run_id = run_id if len(attacks) == 1 else f"{attack}-{run_id}"
+        axes = {"dataset": "mnist", "model": "lenetmnist", "attack": attack, "scenario": "fedsgd", "defense": d,
+                "batch_size": 1, "index": index, "seed": 1, "local_steps": 1}
+        store.add_run(run_id, kind="attack", label=f"mnist/{attack}/{d}/i{index}", config={"indices": [index]},
+                      axes=axes)
+        claim = store.claim(run_id, session, "w")
+        run_dir = root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        save_image(run_dir / "target.png", torch.rand(1, 28, 28))
+        save_image(run_dir / "recon.png", torch.rand(1, 28, 28))
+        psnr = PSNR[d] - index if psnr_of is None else psnr_of(attack, d, index)
+        metrics = {"psnr": psnr, "ssim": 0.5, "mse": 0.01, "label_accuracy": 1.0, "iterations": 10, "seconds": 1.0,
+                   "per_image": [{"psnr": psnr}]}
+        write_json(run_dir / "metrics.json", metrics)
+        store.finish(run_id, session, claim.attempt, metrics=metrics, out_dir=f"runs/{run_id}",
+                     artifacts=[f"runs/{run_id}/target.png", f"runs/{run_id}/recon.png"])
+        runs.append(run_id)
     # one failed run (no pictures) is still listed
     axes = {"dataset": "mnist", "model": "lenetmnist", "attack": "idlg", "scenario": "fedsgd", "defense": "none",
             "batch_size": 1, "index": 2, "seed": 1, "local_steps": 1}
@@ -116,7 +118,9 @@ def _fake_sweep(root, *, utility=True):
     store.fail("broken", session, claim.attempt, "something went wrong")
     runs.append("broken")
     if utility:
-        for d, acc in zip(DEFENSES, (0.9, 0.89, 0.5, 0.88, 0.7, 0.9, 0.9)):
+        accuracies = (0.9, 0.89, 0.5, 0.88, 0.7, 0.9, 0.9) if defenses is DEFENSES else [
+            0.9 - 0.4 * i / len(defenses) for i in range(len(defenses))]
+        for d, acc in zip(defenses, accuracies):
             run_id = f"u-{d}"
             store.add_run(run_id, kind="utility", label=f"utility/{d}", config={},
                           axes={"dataset": "digits", "model": "lenetmnist", "defense": d, "seed": 0})

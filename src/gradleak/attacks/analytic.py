@@ -195,6 +195,7 @@ class AnalyticInversion:
         activation = features.reshape(batch, *out_shape)
         d_activation = d_features.reshape(batch, *out_shape)
         iterations_used = 0
+        fit_evaluations = 0  # the iterative part (the prior fit); the closed-form walk is one step
         remaining = len(convs)
         # Walk down while each layer's equations determine its input; stop where they do not.
         while remaining and _determined(convs[remaining - 1], shapes[remaining - 1], batch):
@@ -213,9 +214,10 @@ class AnalyticInversion:
                 activation, used = _fit_with_prior(
                     convs[:remaining], known, d_known, grad_of, (batch, *update.input_shape),
                     prior_weight=weight, smoothing=self.prior_smoothing, iterations=self.fit_iterations,
-                    observer=observer, start=activation,
+                    observer=observer, start=activation, numbered_from=fit_evaluations,
                 )
                 iterations_used += used
+                fit_evaluations += used
             assert activation is not None
         images = activation.float().clamp(0, 1).cpu()
         error = relative_gradient_error(model, update, images, labels)
@@ -229,8 +231,9 @@ class AnalyticInversion:
             if candidate_error < error:
                 images, error, refined = candidate, candidate_error, True
         seconds = time.perf_counter() - start
+        steps = fit_evaluations + 1
         if observer is not None:
-            observer(StepReport(iteration=max(iterations_used, 1), loss=error, images=images))
+            observer(StepReport(iteration=steps, loss=error, images=images, objective="relative gradient error"))
         stop_reason = "solved"
         if remaining:
             stop_reason = (
@@ -241,15 +244,15 @@ class AnalyticInversion:
             images=images,
             labels=labels,
             losses=[error],
-            iterations=1,
+            iterations=steps,
             seconds=seconds,
             stop_reason=stop_reason,
             extras={
                 "relative_gradient_error": error,
-                "solver_iterations": float(iterations_used),
-                "layers_fitted_with_prior": float(remaining),
+                "solver_iterations": iterations_used,  # linear solves and prior fit, inside its steps
+                "layers_fitted_with_prior": remaining,
                 "head_residual": head_residual,
-                "refined_jointly": float(refined),
+                "refined_jointly": bool(refined),
             },
         )
 
@@ -313,6 +316,7 @@ def _fit_with_prior(
     iterations: int,
     observer: StepObserver | None,
     start: torch.Tensor | None = None,
+    numbered_from: int = 0,
 ) -> tuple[torch.Tensor, int]:
     """Inputs of the lowest ``convs`` whose output is ``activation`` and whose gradients match.
 
@@ -364,7 +368,8 @@ def _fit_with_prior(
         value.backward()
         evaluations += 1
         if observer is not None and evaluations % 50 == 0:
-            observer(StepReport(iteration=evaluations, loss=float(value.detach()), images=x.detach().float().clamp(0, 1)))
+            observer(StepReport(iteration=numbered_from + evaluations, loss=float(value.detach()),
+                                images=x.detach().float().clamp(0, 1), objective="gradient fit + TV prior"))
         return value
 
     optimizer.step(closure)

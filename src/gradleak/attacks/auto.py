@@ -46,10 +46,10 @@ from gradleak.objective import Loss
 from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver
 
 # Closed-form attacks for common research models, tried first in this order: (name, attack class,
-# finder returning why it does not apply as a string), with their ``auto_choice`` code.
-CLOSED_FORMS: tuple[tuple[str, type, Callable[[nn.Module, SharedUpdate], object], float], ...] = (
-    ("linear_input", LinearInputInversion, first_linear_gradients, 5.0),
-    ("patch_embedding", PatchEmbeddingInversion, find_patch_system, 6.0),
+# finder returning why it does not apply as a string); ``auto_choice`` is the attack's name.
+CLOSED_FORMS: tuple[tuple[str, type, Callable[[nn.Module, SharedUpdate], object]], ...] = (
+    ("linear_input", LinearInputInversion, first_linear_gradients),
+    ("patch_embedding", PatchEmbeddingInversion, find_patch_system),
 )
 
 
@@ -80,7 +80,7 @@ def explain(model: nn.Module, update: SharedUpdate) -> list[Applicability]:
     imprint = bool(find_imprint_blocks(model))
     found.append(Applicability("imprint", imprint, "the model carries an imprint block (a malicious server's)"
                                if imprint else "no imprint block in the model"))
-    for name, _, finder, _ in CLOSED_FORMS:
+    for name, _, finder in CLOSED_FORMS:
         why = finder(model, update)
         found.append(Applicability(name, not isinstance(why, str), why if isinstance(why, str) else _EXACT[name]))
     relu_plan = relu_disaggregation_plan(model, update)
@@ -172,7 +172,7 @@ class Auto:
 
         if find_imprint_blocks(model):
             return "imprint", "the model carries an imprint block (a malicious server's): batches come out in closed form"
-        for name, _, finder, _ in CLOSED_FORMS:
+        for name, _, finder in CLOSED_FORMS:
             if not isinstance(finder(model, update), str):
                 return name, _EXACT[name]
         relu_plan = relu_disaggregation_plan(model, update)
@@ -201,7 +201,7 @@ class Auto:
             from gradleak.attacks.imprint import ImprintAttack
 
             result = ImprintAttack().run(model, update, observer=observer)
-            result.extras["auto_choice"] = 4.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
+            result.extras.update(auto_choice="imprint", auto_reason=reason)
             result.stop_reason = f"{result.stop_reason} (auto: {reason})"
             return result
         # Step: closed forms for common research models, kept only when they explain the update.
@@ -214,7 +214,7 @@ class Auto:
             result = Spear(iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts).run(
                 model, update, generator=generator, observer=observer
             )
-            result.extras["auto_choice"] = 7.0  # 7 = spear (ReLU disaggregation)
+            result.extras.update(auto_choice="spear", auto_reason=reason)
             result.stop_reason = f"{result.stop_reason} (auto: {reason})"
             return result
         gradient = as_gradient(update)
@@ -227,7 +227,7 @@ class Auto:
             # A perturbed update (fp16, tiny noise) can pass the error bound yet leave far more than
             # its noise unexplained: refine it on the defended path instead of accepting it.
             if error <= self.accept_error and (noise is None or not noise.perturbed):
-                analytic.extras["auto_choice"] = 0.0  # 0 analytic, 1 ig, 2 analytic + L-BFGS, 3 MAP, 4 imprint
+                analytic.extras.update(auto_choice="analytic", auto_reason=reason)
                 analytic.stop_reason = analytic.stop_reason.replace(
                     "solved", f"solved analytically ({reason}); relative gradient error {error:.1e}", 1
                 )
@@ -242,7 +242,8 @@ class Auto:
         )
         result = fallback.run(model, update, generator=generator, observer=observer)
         result.seconds += analytic.seconds if analytic is not None else 0.0
-        result.extras["auto_choice"] = 1.0
+        result.iterations += analytic.iterations if analytic is not None else 0  # both ran (and are on the curve)
+        result.extras.update(auto_choice="ig", auto_reason=reason)
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
         if analytic is None:
             return result
@@ -254,8 +255,9 @@ class Auto:
         analytic_error = analytic.extras["relative_gradient_error"]
         if analytic_error > ig_error:
             return result
-        analytic.seconds = result.seconds
-        analytic.extras.update({"auto_choice": 0.0, "ig_relative_gradient_error": ig_error})
+        analytic.seconds, analytic.iterations = result.seconds, result.iterations
+        analytic.extras.update({"auto_choice": "analytic", "auto_reason": "its result explains the update better "
+                                "than Inverting Gradients from it", "ig_relative_gradient_error": ig_error})
         analytic.stop_reason = (
             f"analytic result kept (relative gradient error {analytic_error:.1e}; Inverting Gradients "
             f"from it: {ig_error:.1e}): {analytic.stop_reason}"
@@ -266,13 +268,13 @@ class Auto:
         self, model: nn.Module, update: SharedUpdate, first: str, reason: str, observer: StepObserver | None
     ) -> tuple[AttackResult | None, str]:
         """The planned closed-form attack's result if it explains the update; else (None, the reason to go on)."""
-        for name, attack, _, choice in CLOSED_FORMS:
+        for name, attack, _ in CLOSED_FORMS:
             if name != first:
                 continue
             result = attack(loss=self.loss).run(model, update, observer=observer)
             error = result.extras["relative_gradient_error"]
             if error <= self.accept_error:
-                result.extras["auto_choice"] = choice  # 5 linear_input, 6 patch_embedding
+                result.extras.update(auto_choice=name, auto_reason=reason)
                 result.stop_reason = f"{result.stop_reason} (auto: {reason}; relative gradient error {error:.1e})"
                 return result, reason
             return None, f"the {name} solve left a relative gradient error of {error:.1e}"
@@ -303,26 +305,31 @@ class Auto:
         # it fits the update below the noise, 0.29× the data term expected at the true image, at
         # 20.7 dB); for a batch the analytic result itself (with its prior for the undetermined layers).
         if near_exact:  # the MAP itself refines the analytic start: it is the rival
-            rival, key, choice, what = analytic, "analytic", 0.0, "the analytic result"
+            rival, key, choice, what = analytic, "analytic", "analytic", "the analytic result"
         elif update.batch_size == 1:
-            rival = DLG(iterations=min(self.iterations, 50), analytic_label=True, init=analytic.images, name="idlg").run(model, update)
+            rival = DLG(iterations=min(self.iterations, 50), analytic_label=True, init=analytic.images,
+                        name="idlg").run(model, update, observer=observer)
             rival.seconds += analytic.seconds
-            key, choice, what = "lbfgs", 2.0, "iDLG L-BFGS from the analytic start"
+            rival.iterations += analytic.iterations
+            key, choice, what = "lbfgs", "lbfgs_from_analytic", "iDLG L-BFGS from the analytic start"
         else:
-            rival, key, choice, what = analytic, "analytic", 0.0, "the analytic result"
+            rival, key, choice, what = analytic, "analytic", "analytic", "the analytic result"
         energy_rival, discrepancy = posterior_energy(model, update, noise, rival.images, rival.labels, attack)
         result = attack.run(model, update, generator=generator, observer=observer)
         result.seconds += rival.seconds
+        result.iterations += rival.iterations  # every phase ran and is on the curve
         energy_map = result.extras["posterior_energy"]
         result.extras.update({
-            "auto_choice": 3.0,  # 3 = MAP
+            "auto_choice": "map",
+            "auto_reason": why,
             "noise_to_signal": level,
             f"{key}_posterior_energy": energy_rival,
             f"{key}_discrepancy": discrepancy,
         })
         if energy_rival < energy_map or not math.isfinite(energy_map):
-            rival.seconds = result.seconds
-            rival.extras.update({**result.extras, "auto_choice": choice})
+            rival.seconds, rival.iterations = result.seconds, result.iterations
+            rival.extras.update({**result.extras, "auto_choice": choice, "auto_reason": (
+                f"its posterior energy {energy_rival:.4g} is below MAP's {energy_map:.4g} ({why})")})
             rival.stop_reason = f"{what} kept: posterior energy {energy_rival:.4g} < MAP's {energy_map:.4g} ({why})"
             return rival
         result.stop_reason = (
@@ -345,10 +352,14 @@ class Auto:
         ig_result.extras["ig_relative_gradient_error"] = ig_error
         ig_result.extras["lbfgs_relative_gradient_error"] = lbfgs_error
         if not lbfgs_error < ig_error:
+            ig_result.iterations += candidate.iterations  # both ran (and are on the curve)
             return ig_result
         candidate.seconds += ig_result.seconds
+        candidate.iterations += ig_result.iterations
         candidate.extras.update(ig_result.extras)
-        candidate.extras["auto_choice"] = 2.0  # analytic start refined by L-BFGS
+        candidate.extras["auto_choice"] = "lbfgs_from_analytic"
+        candidate.extras["auto_reason"] = (
+            f"relative gradient error {lbfgs_error:.1e}, below Inverting Gradients' {ig_error:.1e}")
         candidate.stop_reason = (
             f"{candidate.stop_reason} (iDLG L-BFGS from the analytic start: relative gradient error "
             f"{lbfgs_error:.1e} vs Inverting Gradients {ig_error:.1e})"

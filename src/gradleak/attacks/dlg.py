@@ -53,6 +53,12 @@ class DLG:
     (benchmarks/RESULTS.md). ``restarts=1`` is the single-try original.
     A warm start (``init``) is always a single try: restarting it from noise would discard it.
 
+    Early stop (``early_stop`` > 0, the default 30): the attack ends ("converged") once a try's
+    gradient distance has not fallen below (1 − ``early_stop_drop``) × its best so far for
+    ``early_stop`` iterations, judged from the distance alone. A converged try does not move
+    afterwards (MNIST image 0: 94 dB by iteration ~12, then the rest of a 1,200-iteration budget
+    spent in place); ``early_stop=0`` spends the whole budget as the original does.
+
     Example:
         >>> import torch
         >>> from gradleak.models import build_model
@@ -81,6 +87,8 @@ class DLG:
     restart_mean: float = 0.5  # dummy images of tries 2, 3, … ~ N(restart_mean, restart_std²)
     restart_std: float = 0.25
     loss: Loss | None = None  # the client's loss(logits, target probabilities); None: soft-label cross entropy
+    early_stop: int = 30  # iterations without improvement that end the attack; 0 = run the whole budget
+    early_stop_drop: float = 1e-3  # the relative fall in distance that counts as an improvement
     name: str = "dlg"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -94,6 +102,11 @@ class DLG:
             raise GradleakError(f"--iters must be at least 1 (got {self.iterations})")
         if self.restarts < 1:
             raise GradleakError(f"--restarts must be at least 1 (got {self.restarts})")
+        if self.early_stop < 0 or not 0 < self.early_stop_drop < 1:
+            raise GradleakError(
+                f"--early-stop must be 0 (off) or a number of iterations (got {self.early_stop}); "
+                f"early_stop_drop must be in (0, 1) (got {self.early_stop_drop})"
+            )
         if self.check_at < 1 or not 0 < self.required_drop < 1 or self.restart_std <= 0:
             raise GradleakError(
                 f"{self.name}: check_at must be >= 1, required_drop in (0, 1) and restart_std > 0 "
@@ -122,6 +135,7 @@ class DLG:
             label = torch.tensor([idlg_label(update)], device=device)
             fixed_targets = one_hot(label, update.num_classes).to(device)
 
+        objective = "gradient distance Σ‖g′ − g‖²" + (" + TV" if self.tv_weight else "")
         losses: list[float] = []
         snapshots: list[tuple[int, torch.Tensor]] = []
         attempts: list[Attempt] = []
@@ -169,6 +183,7 @@ class DLG:
             last_loss = math.nan
             reason, detail = "max_iterations", f"ran to the end of the {self.iterations}-iteration budget"
             first = iteration
+            best_in_try, flat_steps = math.inf, 0
             while iteration < self.iterations:
                 if self.snapshot_every and iteration % self.snapshot_every == 0:
                     snapshots.append((iteration, dummy_data.detach().clamp(0, 1).cpu().clone()))
@@ -192,15 +207,25 @@ class DLG:
                     verdict = self._judge(loss, start_loss, iteration - first, last_good) if guarded else None
                     if verdict is not None:
                         reason, detail = verdict
+                    elif self.early_stop:
+                        if loss < best_in_try * (1 - self.early_stop_drop):
+                            best_in_try, flat_steps = loss, 0
+                        else:
+                            flat_steps += 1
+                        if flat_steps >= self.early_stop:
+                            reason = "converged"
+                            detail = (f"the gradient distance ({loss:.3g}) did not fall by {self.early_stop_drop:g} of its "
+                                      f"best in {self.early_stop} iterations (--early-stop 0 runs the whole budget)")
                 stop = reason != "max_iterations"
-                if stop and guarded and iteration < self.iterations:
+                if stop and guarded and reason != "converged" and iteration < self.iterations:
                     event = (
                         f"{self.name}: restart {number + 1}/{max_tries} at iteration {iteration}: "
                         f"try {number} {reason} ({detail})"
                     )
                 if observer is not None:
                     observed = time.perf_counter()
-                    observer(StepReport(iteration=iteration, loss=loss, images=last_good, event=event))
+                    observer(StepReport(iteration=iteration, loss=loss, images=last_good, event=event,
+                                        objective=objective))
                     observer_seconds += time.perf_counter() - observed
                 if stop:
                     break
@@ -213,6 +238,8 @@ class DLG:
                 best = (final, last_good, last_label)
             if reason == "diverged" and not guarded:
                 break  # the original stops at a blow-up; so does the last allowed try
+            if reason == "converged":
+                break
         # The attack's own wall time: the runner's scoring and progress bar are not the attack's.
         seconds = time.perf_counter() - start - observer_seconds
         assert best is not None

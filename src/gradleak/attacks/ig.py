@@ -159,7 +159,7 @@ class InvertingGradients:
                 snapshots.append((iteration - 1, best_x[best].detach().cpu().clone()))
             if observer is not None:
                 t = time.perf_counter()
-                observer(StepReport(iteration=iteration, loss=loss_value, images=best_x[best]))
+                observer(StepReport(iteration=iteration, loss=loss_value, images=best_x[best], objective="1 − gradient cosine similarity"))
                 observer_seconds += time.perf_counter() - t
             if iteration % self.check_every == 0 and loss_value < self.tolerance:
                 stop_reason = "converged"
@@ -178,7 +178,7 @@ class InvertingGradients:
             extras={
                 "gradient_distance": float(best_loss[best]),
                 "divergence_resets": float(resets),
-                "compiled": float(compiled),
+                "compiled": bool(compiled),
             },
         )
 

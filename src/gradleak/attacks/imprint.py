@@ -78,7 +78,7 @@ class ImprintAttack:
         labels = restore_batch_labels(update)
         seconds = time.perf_counter() - start
         if observer is not None:
-            observer(StepReport(iteration=1, loss=0.0, images=images))
+            observer(StepReport(iteration=1, loss=0.0, images=images, objective="closed form (no objective)"))
         found = min(filled, update.batch_size)
         return AttackResult(
             images=images,

@@ -174,7 +174,7 @@ class MapInversion:
                         current = x.detach().clamp(0, 1).cpu()
                         snapshots.append((evaluations, current))
                         if observer is not None:
-                            observer(StepReport(iteration=evaluations, loss=losses[-1], images=current))
+                            observer(StepReport(iteration=evaluations, loss=losses[-1], images=current, objective="posterior energy"))
                     return value
 
                 before = evaluations

@@ -20,11 +20,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=None, help=f"one of {', '.join(DATASETS.names())} (default cifar100)")
-    data.add_argument("--index", type=int, default=None, help="index of the private sample (default 25)")
+    data.add_argument("--index", type=int, default=None, help="index of the private sample (default 25; with --split test on a dataset with bundled images: 0)")
     data.add_argument("--indices", type=int, nargs="+", default=None, help="several indices: a batch")
     data.add_argument(
         "--image", nargs="+", default=None, metavar="PATH",
-        help="your own image(s) instead of a dataset sample (resized to the dataset's input); several form a batch",
+        help="your own image(s) instead of a dataset sample (shorter side resized to the dataset's input size, then centre-cropped to a square); several form a batch",
     )
     data.add_argument("--label", type=int, nargs="+", default=None, help="label(s) for --image (one per image)")
     data.add_argument("--num-classes", type=int, default=None, help="class count (default: the dataset's)")
@@ -64,6 +64,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, classic: bool) -> None
         "--restarts", type=int, default=None,
         help="ig/auto: random restarts run as one batch (default 4; fewer is faster on deep models); "
         "dlg/idlg: most tries within --iters, a try judged stuck is restarted (default 8; 1 = the single-try original)",
+    )
+    attack.add_argument(
+        "--early-stop", type=int, default=None, metavar="N",
+        help="dlg/idlg: stop once the gradient distance has not fallen by 0.1%% of its best for N iterations "
+        "(default 30; 0 = spend the whole --iters budget, as the original does)",
     )
     attack.add_argument(
         "--clamp", action="store_true", default=None,
@@ -142,9 +147,9 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
     no_data_flags = args.dataset is None and args.index is None and args.indices is None and args.image is None
     if args.index is not None and args.indices is not None:
         raise GradleakError("give either --index or --indices, not both")
-    indices = args.indices if args.indices is not None else [args.index if args.index is not None else 25]
     split = args.split or "train"
     dataset = args.dataset or "cifar100"
+    indices = args.indices if args.indices is not None else [args.index if args.index is not None else default_index(dataset, split)]
     if no_data_flags and not classic:
         # `gradleak run` with no data flags: an offline demo on a bundled real test image.
         indices, split = [DEMO_INDEX], "test"
@@ -183,6 +188,7 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         tv_weight=args.tv_weight,
         clamp=args.clamp,
         restarts=args.restarts,
+        early_stop=args.early_stop,
         scenario=args.scenario,
         local_steps=args.local_steps,
         local_lr=args.local_lr,
@@ -201,6 +207,19 @@ def config_from_args(args: argparse.Namespace, *, classic: bool) -> tuple[object
         reference=list(args.reference or []),
     )
     return config, note
+
+
+def default_index(dataset: str, split: str) -> int:
+    """The classic script's index 25, except on a split whose first images are bundled (the test
+    split of CIFAR-10/100, MNIST, Fashion-MNIST): 0, which runs offline.
+
+    Example:
+        >>> default_index("mnist", "test"), default_index("mnist", "train"), default_index("svhn", "test")
+        (0, 25, 25)
+    """
+    from gradleak.data.bundled import BUNDLED_SPLIT, bundled_samples
+
+    return 0 if split == BUNDLED_SPLIT and bundled_samples(dataset) else 25
 
 
 def duplicate_note(items: Sequence[object], flag: str) -> str | None:
@@ -257,14 +276,16 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
               f"(not scored: pass --reference IMAGES); {m['iterations']} iterations, {m['seconds']:.1f} s ({m['stop_reason']})")
         print(f"results in {outcome.out_dir}")
         return 0
-    print(f"Final MSE={m['mse']:.6f} PSNR={m['psnr']:.2f} dB")
+    print(f"Final MSE={m['mse']:.6f} PSNR={m['psnr']:.2f} dB")  # the classic script's line, verbatim
+    if "psnr_of_batch_mse" in m:
+        print(f"PSNR above: mean of the per-image PSNRs; PSNR of the batch MSE: {m['psnr_of_batch_mse']:.2f} dB")
     if m["batch_size"] > 1:
         recovered = sum(1 for p in m["per_image"] if p["psnr"] >= 30.0)
         print(f"images >= 30 dB: {recovered}/{m['batch_size']}" + "".join(
             f" | client {c['client']}: {c['recovered']:.0%}" for c in m.get("per_client", [])
         ))
     print(
-        f"SSIM={m['ssim']:.4f} label accuracy="
+        f"SSIM={m['ssim']:.4f} " + (f"ST-LPIPS={m['st_lpips']:.4f} " if "st_lpips" in m else "") + "label accuracy="
         f"{'n/a (no --label)' if m['label_accuracy'] is None else format(m['label_accuracy'], '.0%')} iterations={m['iterations']} "
         f"attack {m['seconds']:.1f} s ({m['stop_reason']})"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -147,7 +148,15 @@ def _fetch_once(url: str, tmp: Path, timeout: float) -> None:
         raise OSError(f"connection closed after {received} of {expected} bytes")
 
 
+def host_unknown(exc: BaseException) -> bool:
+    """Whether the mirror's host name did not resolve (offline, or no DNS): retrying will not help."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, socket.gaierror)
+
+
 def _reason(exc: BaseException) -> str:
+    if host_unknown(exc):
+        return "host not found: offline?"
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
@@ -184,6 +193,8 @@ def download(remote: RemoteFile, dest: Path, *, attempts: int = ATTEMPTS, timeou
                     continue
                 except (OSError, ValueError) as exc:  # URLError, timeouts, resets are OSErrors
                     failure.tried.append((source.url, _reason(exc)))
+                    if host_unknown(exc):
+                        break  # no name resolution: fail at once, no backoff (an offline machine)
                     if attempt < attempts:
                         _sleep(BACKOFF_S * 2 ** (attempt - 1))
                     continue

@@ -54,6 +54,19 @@ def _unavailable_message(spec: DatasetSpec, split: str, root: Path, exc: Unavail
     )
 
 
+def _not_bundled(spec: DatasetSpec, split: str, indices: list[int]) -> str:
+    """The first clause of the error for indices that neither the bundled samples nor the disk hold:
+    the bundled range (the offline fix) comes first, the download details after it."""
+    bundled = {index for index, _, _ in bundled_samples(spec.name)}
+    if split != BUNDLED_SPLIT or not bundled:
+        return ""
+    missing = ", ".join(str(i) for i in indices if i not in bundled)
+    return (
+        f"--index {missing} is not bundled (bundled: {spec.name} test images 0..{BUNDLED_COUNT - 1}, "
+        f"offline) and not on disk: use --index 0..{BUNDLED_COUNT - 1}, or get the full split. "
+    )
+
+
 def _prepare(backend: Backend, spec: DatasetSpec, split: str, root: Path, download: bool) -> None:
     try:
         backend.prepare(root, split, download)
@@ -109,7 +122,10 @@ def load_samples(
     else:
         # Refuse an impossible index before downloading hundreds of MB.
         _check_range(spec, split, wanted, PUBLISHED_SIZES[spec.name][split])
-        _prepare(backend, spec, split, root_path, download)
+        try:
+            _prepare(backend, spec, split, root_path, download)
+        except GradleakError as error:
+            raise GradleakError(_not_bundled(spec, split, wanted) + str(error)) from None
     _check_range(spec, split, wanted, backend.count(root_path, split))
     images, labels = backend.read(root_path, split, wanted)
     return to_float_tensor(images), torch.from_numpy(labels.copy())

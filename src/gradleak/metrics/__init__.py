@@ -1,4 +1,6 @@
-"""Image-reconstruction metrics. PSNR and SSIM come from scikit-image; matching from scipy.
+"""Image-reconstruction metrics. PSNR and SSIM come from scikit-image; matching from scipy;
+ST-LPIPS (a learned perceptual distance, :mod:`gradleak.metrics.st_lpips`) when the
+``perceptual`` extra is installed.
 
 scikit-image rather than torchmetrics because it imports in a fraction of the time (every run
 scores its result); the tests check both against each other.
@@ -41,6 +43,25 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor, *, data_range: floa
     if np.array_equal(rec, tgt):
         return math.inf
     return float(peak_signal_noise_ratio(tgt, rec, data_range=data_range))
+
+
+def mean_psnr(reconstructions: torch.Tensor, targets: torch.Tensor) -> float:
+    """The PSNR gradleak reports for a batch: the mean of its images' PSNRs (images in the same
+    order). One image: its PSNR. Not the PSNR of the batch's MSE, which a single bad image dominates.
+
+    Example:
+        >>> a = torch.zeros(2, 1, 4, 4); b = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.01)])
+        >>> round(mean_psnr(b, a), 2), round(psnr(b, a), 2)
+        (30.0, 22.97)
+    """
+    if reconstructions.dim() == 3:
+        return psnr(reconstructions, targets)
+    return float(np.mean([psnr(r, t) for r, t in zip(reconstructions, targets)]))
+
+
+def psnr_of_mse(value: float, *, data_range: float = 1.0) -> float:
+    """10·log10(range² / MSE): ``inf`` for an MSE of 0."""
+    return math.inf if value <= 0 else 10 * math.log10(data_range**2 / value)
 
 
 SSIM_WINDOW = 11  # the Gaussian window (sigma 1.5, truncated at 3.5 sigma) spans 11 pixels
@@ -125,6 +146,8 @@ class ImageScore:
     mse: float
     psnr: float
     ssim: float
+    st_lpips: float | None = None  # None: the perceptual extra is not installed
+    lpips: float | None = None  # None: no lpips package, torchvision or cached AlexNet weights
     extra: dict[str, float] = field(default_factory=dict)  # registered metrics, by name
 
 
@@ -144,11 +167,29 @@ class BatchScore:
 
     @property
     def psnr(self) -> float:
+        """The mean of the per-image PSNRs (see :func:`mean_psnr`)."""
         return float(np.mean([s.psnr for s in self.per_image]))
+
+    @property
+    def psnr_of_mse(self) -> float:
+        """The PSNR of the batch MSE (:attr:`mse`); at most :attr:`psnr` (Jensen)."""
+        return psnr_of_mse(self.mse)
 
     @property
     def ssim(self) -> float:
         return float(np.mean([s.ssim for s in self.per_image]))
+
+    @property
+    def st_lpips(self) -> float | None:
+        """Mean ST-LPIPS over the images (lower is closer); None without the perceptual extra."""
+        values = [s.st_lpips for s in self.per_image if s.st_lpips is not None]
+        return float(np.mean(values)) if values else None
+
+    @property
+    def lpips(self) -> float | None:
+        """Mean LPIPS proper over the images; None where it cannot run offline."""
+        values = [s.lpips for s in self.per_image if s.lpips is not None]
+        return float(np.mean(values)) if values else None
 
 
 def label_accuracy(recovered: torch.Tensor, true: torch.Tensor) -> float:
@@ -174,8 +215,13 @@ def score_batch(
     indices: list[int] | None = None,
 ) -> BatchScore:
     """Match reconstructions to targets (optimal assignment by MSE), then score each pair."""
+    from gradleak.metrics import lpips_metric
+    from gradleak.metrics import st_lpips as perceptual
+
     order = match_reconstructions(reconstructions, targets)
     matched = reconstructions[order]
+    distances = perceptual.st_lpips(matched, targets) if perceptual.available() else [None] * targets.shape[0]
+    learned = lpips_metric.lpips_distances(matched, targets) if lpips_metric.available() else [None] * targets.shape[0]
     scores = [
         ImageScore(
             index=indices[i] if indices is not None else i,
@@ -185,6 +231,8 @@ def score_batch(
             mse=mse(matched[i], targets[i]),
             psnr=psnr(matched[i], targets[i]),
             ssim=ssim(matched[i], targets[i]),
+            st_lpips=distances[i],
+            lpips=learned[i],
             extra={name: float(METRICS.get(name).function(matched[i], targets[i])) for name in METRICS.names()},
         )
         for i in range(targets.shape[0])
@@ -203,9 +251,11 @@ __all__ = [
     "ImageScore",
     "label_accuracy",
     "match_reconstructions",
+    "mean_psnr",
     "mse",
     "pairwise_mse",
     "psnr",
+    "psnr_of_mse",
     "score_batch",
     "ssim",
 ]

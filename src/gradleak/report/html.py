@@ -23,10 +23,12 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .muted{color:#666}.fail{color:#b00020}.ok{color:#0a7d28}
+.shared{color:#333;background:#f6f6f6;border-left:3px solid #bbb;padding:.3em .6em;margin:.4em 0;font-size:.9em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}
 td.t,th.t{text-align:left}
+td.t{white-space:normal;overflow-wrap:anywhere;max-width:24em}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th:after{content:" \\2195";color:#aaa;font-size:.8em}
 table.sortable th.asc:after{content:" \\2191";color:#333}
