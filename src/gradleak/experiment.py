@@ -522,7 +522,8 @@ def identifiability_record(prepared: Prepared) -> dict[str, Any]:
 def write_unscored(prepared: Prepared, result: AttackResult, progress: _Progress) -> RunOutcome:
     """A captured update without reference images: the reconstructions and what the attack
     itself knows (no ground-truth scores exist)."""
-    from gradleak.report import save_curves, save_image, tile, write_json, write_text
+    from gradleak.io.files import write_json, write_text
+    from gradleak.figures import save_curves, save_image, tile
 
     config = prepared.config
     metrics: dict[str, Any] = {
@@ -607,7 +608,8 @@ def write_outputs(prepared: Prepared, result: AttackResult, score: Any, metrics:
 
 
 def _write_stage(stage: Path, prepared: Prepared, result: AttackResult, score: Any, metrics: dict[str, Any], progress: _Progress) -> None:
-    from gradleak.report import save_comparison, save_curves, save_history, save_image, write_json, write_text
+    from gradleak.io.files import write_json, write_text
+    from gradleak.figures import save_comparison, save_curves, save_history, save_image
 
     config = prepared.config
     matched = result.images[score.order]

@@ -14,11 +14,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "src" / "gradleak"
 
 # Lower numbers are lower layers; a module may import its own layer or below, never above.
 LAYERS: dict[str, int] = {
-    "errors": 0, "types": 0, "registry": 0, "io": 0, "runtime": 0, "objective": 0, "version": 0,
+    "errors": 0, "types": 0, "registry": 0, "io": 0, "runtime": 0, "objective": 0, "version": 0, "memory": 0,
     "models": 1, "data": 1, "metrics": 1,
     "defenses": 2, "scenarios": 2, "attacks": 2,
     "experiment": 3, "training": 3, "utility": 3, "inspect": 3, "sweep": 3, "report": 3,
-    "text": 3, "api": 3, "captured": 3, "integrations": 4,
+    "text": 3, "api": 3, "captured": 3, "integrations": 4, "figures": 1,
     "cli": 5,
 }
 

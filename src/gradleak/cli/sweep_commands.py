@@ -177,7 +177,7 @@ def cmd_utility(argv: Sequence[str]) -> int:
             print(f"DP-SGD privacy: epsilon {defended.dp_epsilon:.3g} at delta {defended.dp_delta:g} "
                   f"over {defended.config['epochs']} epoch(s) (RDP accountant, dp-accounting)")
     if args.out:
-        from gradleak.report import write_json
+        from gradleak.io.files import write_json
 
         out = Path(args.out)
         try:

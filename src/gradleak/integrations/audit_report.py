@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from gradleak.report import save_image, tile, write_json, write_text
+from gradleak.io.files import write_json, write_text
+from gradleak.figures import save_image, tile
 from gradleak.report.html import esc, img_tag, page, table_html
 
 _COLUMNS = ("round", "client", "status", "psnr", "ssim", "label_accuracy", "batch_size", "local_steps", "attack_seconds")

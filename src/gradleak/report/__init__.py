@@ -1,16 +1,16 @@
 """What a run and a sweep leave behind: files written atomically, images, figures, reports.
 
 Split by what each file holds (file writing itself is :mod:`gradleak.io.files`, re-exported here):
-:mod:`~gradleak.report.images` (PNG, tiling), :mod:`~gradleak.report.run_figures` (curves.png,
-history.png, comparison.png), ``sweep_*`` (the sweep report). Imports stay light: matplotlib is
+:mod:`gradleak.figures` (a run's PNGs and figures, re-exported here), ``sweep_*`` (the sweep
+report). Imports stay light: matplotlib is
 imported only when a figure is drawn.
 """
 
 from __future__ import annotations
 
 from gradleak.io.files import atomic_write, current_umask, write_json, write_text
-from gradleak.report.images import save_image, tile, to_numpy_image
-from gradleak.report.run_figures import (
+from gradleak.figures.images import save_image, tile, to_numpy_image
+from gradleak.figures.run_figures import (
     COMPARISON_COLUMNS,
     history_frames,
     save_comparison,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradleak.report.run_figures import save_figure
+from gradleak.figures.run_figures import save_figure
 from gradleak.report.sweep_data import _sort_key, defense_parameter
 from gradleak.report.sweep_plots import FONT_SIZE, _plt
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradleak.report.run_figures import figure_module, save_figure
+from gradleak.figures.run_figures import figure_module, save_figure
 from gradleak.report.sweep_data import PSNR_CAP, SETTING_KEYS, defense_parameter
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")

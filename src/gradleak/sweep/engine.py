@@ -162,7 +162,7 @@ def _run_attack(run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def _run_utility(run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    from gradleak.report import write_json
+    from gradleak.io.files import write_json
     from gradleak.utility import UtilityConfig, train_under_defense
 
     result = train_under_defense(UtilityConfig(**run["config"]))
@@ -257,7 +257,7 @@ def _gpu_workers(client: Any) -> int:
 
 def prepare_sweep_dir(plan: SweepPlan, sweep_dir: str | Path) -> Store:
     """Create the folder and store, save the config, add the plan's runs (existing ones kept)."""
-    from gradleak.report import write_text
+    from gradleak.io.files import write_text
 
     sweep_dir = Path(sweep_dir)
     if sweep_dir.exists() and not sweep_dir.is_dir():

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from gradleak.io.files import atomic_write
-from gradleak.report.images import tile, to_numpy_image
+from gradleak.figures.images import tile, to_numpy_image
 
 COMPARISON_COLUMNS = 16
 HISTORY_FRAMES = 30  # at most this many snapshots in history.png (always the first and the last)
