@@ -144,12 +144,12 @@ def test_batch_outputs_pair_each_target_with_its_reconstruction(
 
 
 def _fail_while_writing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gradleak.report
+    import gradleak.figures
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(gradleak.report, "save_comparison", disk_full)  # written by every scored run
+    monkeypatch.setattr(gradleak.figures, "save_comparison", disk_full)  # written by every scored run
 
 
 def test_failure_while_writing_leaves_no_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
-import gradleak.report as report
+import gradleak.figures as report
 from gradleak.cli.main import classic_main
 from gradleak.cli.main import main as gradleak_main
-from gradleak.report import history_frames
+from gradleak.figures import history_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
