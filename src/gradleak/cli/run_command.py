@@ -269,6 +269,12 @@ def cmd_run(argv: Sequence[str], *, prog: str, classic: bool) -> int:
             f"{config.attack} on {source}"  # type: ignore[attr-defined]
             f" | model {prepared.model_name} | {update.kind} of batch {update.batch_size} | device {prepared.device}"
         )
+        if prepared.attack.name == "auto" and (":" in prepared.model_name or config.update):  # type: ignore[attr-defined]
+            from gradleak.attacks.auto import describe
+
+            # Your own model: say which attacks apply to it and why, before auto picks one.
+            print("attacks for this model and update (+ applies, - does not):")
+            print("\n".join("  " + line for line in describe(prepared.model, update).splitlines()))
     outcome = execute(prepared)
     m = outcome.metrics
     if "psnr" not in m:  # a captured update without --reference: nothing to score against
