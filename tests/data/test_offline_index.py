@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gradleak.cli.main import OneLineParser, add_run_arguments, config_from_args
+from gradleak.cli.parsing import OneLineParser
+from gradleak.cli.run_command import add_run_arguments, config_from_args
 from gradleak.data import download, load_samples
 from gradleak.errors import GradleakError
 
