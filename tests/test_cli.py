@@ -365,7 +365,9 @@ def test_gradleak_run_without_flags_is_the_bundled_demo(background: Background) 
     bundled = {index: label for index, label, _ in bundled_samples("cifar100")}
     assert metrics["per_image"][0]["label"] == bundled[DEMO_INDEX]
     assert json.loads((folder / "run" / "config.json").read_text())["split"] == "test"
-    png(folder / "run" / "curves.png")
+    png(folder / "run" / "comparison.png")
+    # solved in closed form: no empty curves.png, and the run says why
+    assert not (folder / "run" / "curves.png").exists() and "no curves.png" in proc.stdout
     assert sorted(p.name for p in folder.iterdir()) == ["run"]  # nothing downloaded into ./data
 
 
@@ -564,7 +566,7 @@ def test_error_iters_not_positive(iters: int, tmp_path: Path, data_root: Path, c
     [
         (["--attack", "ig", "--restarts", 0], "--restarts must be at least 1 (got 0)"),
         (["--attack", "dlg", "--restarts", 0], "--restarts must be at least 1 (got 0)"),
-        (["--attack", "analytic", "--restarts", 2], "--restarts applies to the dlg, idlg, ig and auto attacks, not analytic"),
+        (["--attack", "analytic", "--restarts", 2], "--restarts applies to the dlg, idlg, ig, auto and spear attacks, not analytic"),
     ],
 )
 def test_error_restarts(extra: list, message: str, tmp_path: Path, data_root: Path, capsys) -> None:

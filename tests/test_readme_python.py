@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import REPO
 
-BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)  # ```py blocks (fragments of other apps) are not run
 
 
 def readme_blocks() -> list[str]:
@@ -27,7 +27,12 @@ def readme_namespace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("readme")
     before = os.getcwd()
     os.chdir(folder)
-    namespace: dict = {"__name__": "readme"}
+    import sys
+    import types
+
+    module = types.ModuleType("readme_examples")  # dataclasses look their module up in sys.modules
+    sys.modules[module.__name__] = module
+    namespace: dict = module.__dict__
     try:
         for i, code in enumerate(blocks):
             try:

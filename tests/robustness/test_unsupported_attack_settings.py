@@ -15,9 +15,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--scenario", "imprint", "--tv-weight", "0.1"], "--tv-weight applies to the analytic, dlg, idlg, ig, map and auto attacks, not imprint"),
-        (["--scenario", "imprint", "--clamp"], "--clamp applies to the analytic, dlg, idlg, ig, map and auto attacks, not imprint"),
-        (["--scenario", "imprint", "--attack", "imprint", "--restarts", "2"], "--restarts applies to the dlg, idlg, ig and auto attacks, not imprint"),
+        (["--scenario", "imprint", "--tv-weight", "0.1"], "--tv-weight applies to the analytic, dlg, idlg, ig, map, auto and spear attacks, not imprint"),
+        (["--scenario", "imprint", "--clamp"], "--clamp applies to the analytic, dlg, idlg, ig, map, auto and spear attacks, not imprint"),
+        (["--scenario", "imprint", "--attack", "imprint", "--restarts", "2"], "--restarts applies to the dlg, idlg, ig, auto and spear attacks, not imprint"),
         (["--attack", "dlg", "--noise-source", "published"], "--noise-source applies to the map and auto attacks, not dlg"),
     ],
 )

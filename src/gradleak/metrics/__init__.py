@@ -64,6 +64,7 @@ def psnr_of_mse(value: float, *, data_range: float = 1.0) -> float:
     return math.inf if value <= 0 else 10 * math.log10(data_range**2 / value)
 
 
+LEARNED_METRIC_MIN_SIZE = 24
 SSIM_WINDOW = 11  # the Gaussian window (sigma 1.5, truncated at 3.5 sigma) spans 11 pixels
 
 
@@ -220,8 +221,11 @@ def score_batch(
 
     order = match_reconstructions(reconstructions, targets)
     matched = reconstructions[order]
-    distances = perceptual.st_lpips(matched, targets) if perceptual.available() else [None] * targets.shape[0]
-    learned = lpips_metric.lpips_distances(matched, targets) if lpips_metric.available() else [None] * targets.shape[0]
+    # The learned metrics' AlexNet needs images of about 24 px or more (three poolings after a stride-4 filter).
+    big_enough = targets.dim() == 4 and min(targets.shape[-2:]) >= LEARNED_METRIC_MIN_SIZE
+    distances = perceptual.st_lpips(matched, targets) if big_enough and perceptual.available() else [None] * targets.shape[0]
+    learned = (lpips_metric.lpips_distances(matched, targets) if big_enough and lpips_metric.available()
+               else [None] * targets.shape[0])
     scores = [
         ImageScore(
             index=indices[i] if indices is not None else i,
