@@ -16,12 +16,35 @@ from tests.conftest import REPO
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)  # ```py blocks (fragments of other apps) are not run
 
 
+def _registries() -> dict:
+    from gradleak.attacks import ATTACKS
+    from gradleak.data import DATASETS
+    from gradleak.data.backends import BACKENDS
+    from gradleak.defenses import DEFENSES
+    from gradleak.metrics import METRICS
+    from gradleak.models import MODELS
+    from gradleak.scenarios import SCENARIOS
+
+    return {"attack": ATTACKS._items, "dataset": DATASETS._items, "backend": BACKENDS, "defense": DEFENSES._items,
+            "metric": METRICS._items, "model": MODELS._items, "scenario": SCENARIOS._items}
+
+
+def _registered() -> dict[str, set[str]]:
+    return {kind: set(items) for kind, items in _registries().items()}
+
+
+def _forget(before: dict[str, set[str]]) -> None:
+    for kind, items in _registries().items():
+        for name in set(items) - before[kind]:
+            del items[name]
+
+
 def readme_blocks() -> list[str]:
     return BLOCK.findall((REPO / "README.md").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def readme_namespace(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def readme_namespace(tmp_path_factory: pytest.TempPathFactory):
     blocks = readme_blocks()
     assert len(blocks) >= 7, "the README lost its Python examples"
     folder = tmp_path_factory.mktemp("readme")
@@ -33,6 +56,7 @@ def readme_namespace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     module = types.ModuleType("readme_examples")  # dataclasses look their module up in sys.modules
     sys.modules[module.__name__] = module
     namespace: dict = module.__dict__
+    before_names = _registered()
     try:
         for i, code in enumerate(blocks):
             try:
@@ -41,7 +65,9 @@ def readme_namespace(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 pytest.fail(f"README python block {i + 1} failed: {type(error).__name__}: {error}\n{code}")
     finally:
         os.chdir(before)
-    return namespace
+    yield namespace
+    _forget(before_names)  # later tests see the registries as the package ships them
+    sys.modules.pop(module.__name__, None)
 
 
 def test_readme_python_blocks_run(readme_namespace):
