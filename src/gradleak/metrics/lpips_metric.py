@@ -22,9 +22,21 @@ def _cached_backbone() -> Path:
 
 
 def available() -> bool:
-    """Whether LPIPS can run here without downloading anything."""
+    """Whether LPIPS can run here without downloading anything: the packages are present *and
+    import* (PyPI's torchvision does not import beside a CPU-only torch build), and the backbone's
+    weights are cached."""
     return (importlib.util.find_spec("lpips") is not None and importlib.util.find_spec("torchvision") is not None
-            and _cached_backbone().is_file())
+            and _cached_backbone().is_file() and _imports())
+
+
+@functools.lru_cache(maxsize=1)
+def _imports() -> bool:
+    try:
+        import lpips  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception:  # a broken torchvision raises RuntimeError/ImportError/OSError at import
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1)
