@@ -247,7 +247,7 @@ def prepare_captured(config: RunConfig) -> Prepared:
         load_into(model, state, checkpoint, model_name=config.model)  # type: ignore[arg-type]
     check_update_fits(update, model, source=f"--update {config.update}")
     model = model.to(device)
-    update = dataclasses.replace(update, tensors=tuple(t.to(device) for t in update.tensors))
+    update = update.to(device)
     attack = attack_factory(iterations=config.iterations, **attack_overrides(config, attack_factory))
     attack.check(update, model)
     return Prepared(
