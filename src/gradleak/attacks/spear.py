@@ -102,6 +102,17 @@ class Disaggregation:
     zero_tolerance: float
 
 
+@dataclass
+class SearchOutcome:
+    """The samples a search recovered exactly (images, and labels where the search confirmed them)."""
+
+    images: torch.Tensor  # (n, C, H, W) float64
+    labels: list[int | None]
+    linear_programs: int
+    rank_gap: float
+    tolerance: float
+
+
 def disaggregate_relu_inputs(
     g_weight: torch.Tensor,
     g_bias: torch.Tensor,
@@ -246,83 +257,14 @@ def _accept_vertex(basis: np.ndarray, x: np.ndarray, batch: int, tolerance: floa
     return p
 
 
-def complete_last_sample(
-    chain: ReluLinearChain, found: Disaggregation, images: torch.Tensor, g_below: torch.Tensor, batch: int
-) -> torch.Tensor | None:
-    """The one sample the search missed, when all others are known (first layer Linear), else None.
-
-    At the first layer ``G₁ = U₁ diag(s₁) V₁ᵀ = Σ_b δ_b x_bᵀ`` with ``δ_b = U₁ q_b`` zero on the units
-    sample b leaves inactive (known for the recovered samples: SPEAR's null vector of those rows of
-    U₁) and ``x_b = V₁ a_b``; so ``diag(s₁) = Σ_b q_b a_bᵀ``, and a vector y orthogonal to every
-    recovered q_b gives ``diag(s₁) y ∝ a_missing``. Its scale is the one at which
-    ``ReLU(W₁ x + b₁)`` lies in the next layer's row space (a one-dimensional search)."""
-    if not isinstance(chain.below, nn.Linear) or len(found.activations) != batch - 1 or batch < 2:
-        return None
-    u1, s1, v1h = top_singular(g_below, batch)
-    directions = []
-    for h in found.activations:
-        inactive = h <= 0
-        if int(inactive.sum()) < batch - 1:
-            return None
-        directions.append(torch.linalg.svd(u1[inactive], full_matrices=False).Vh[-1])
-    y = torch.linalg.svd(torch.stack(directions, 1), full_matrices=True).U[:, -1]
-    x_hat = v1h.T @ (s1 * y)
-    weight, bias = chain.below.weight.detach().double().cpu(), chain.below.bias.detach().double().cpu()
-    basis = found.basis
-
-    def misfit(t: float) -> float:
-        h = torch.relu(t * (weight @ x_hat) + bias)
-        return float((h - basis @ (basis.T @ h)).norm() / h.norm().clamp_min(1e-300))
-
-    typical = float(images.flatten(1).norm(dim=1).median()) / float(x_hat.norm())
-    grid = [sign * typical * 10 ** (e / 40) for sign in (1.0, -1.0) for e in range(-80, 81)]
-    best = min(grid, key=misfit)
-    low, high = best * 10 ** (-1 / 40), best * 10 ** (1 / 40)
-    for _ in range(80):  # golden-section search in the bracket around the best grid point
-        a, b = low + 0.382 * (high - low), low + 0.618 * (high - low)
-        if misfit(a) < misfit(b):
-            high = b
-        else:
-            low = a
-    x = (low + high) / 2 * x_hat
-    # The direction is only as precise as the recovered nulls (~1e-4): polish on its ReLU pattern,
-    # where h = V₂ p and x = V₁ a make "h = W₁x + b₁ on active units, 0 elsewhere" linear.
-    span = v1h.T
-    for _ in range(3):
-        active = weight @ x + bias > 0
-        system = torch.zeros(weight.shape[0], 2 * batch, dtype=torch.float64)
-        system[:, :batch] = basis
-        system[active, batch:] = -(weight[active] @ span)
-        rhs = torch.where(active, bias, torch.zeros_like(bias))
-        solution = torch.linalg.lstsq(system, rhs[:, None]).solution.flatten()
-        x = span @ solution[batch:]
-    h = torch.relu(weight @ x + bias)
-    if float((h - basis @ (basis.T @ h)).norm() / h.norm().clamp_min(1e-300)) > max(1e-5, 10 * found.zero_tolerance):
-        return None
-    return x.reshape(images.shape[1:])
-
-
 def images_from_activations(
-    chain: ReluLinearChain, activations: torch.Tensor, g_below: torch.Tensor | None, input_shape: tuple[int, int, int],
-    *, batch: int, iterations: int = 3000,
+    chain: ReluLinearChain, activations: torch.Tensor, input_shape: tuple[int, int, int], *, iterations: int = 3000,
 ) -> torch.Tensor:
-    """Images (n, C, H, W) whose first layer gives ``activations`` (n, features) on its active units.
-
-    A first Linear layer: the image lies in the row space of its own weight gradient ``g_below``,
-    so the active units' equations ``W₁[act] x = h[act] − b₁[act]`` need only B coordinates (least
-    squares). A first convolution: its active outputs overdetermine the image (CGLS, float64)."""
+    """Images (n, C, H, W) whose first convolution gives ``activations`` (n, features) on its active
+    units: those outputs overdetermine the image (CGLS on the normal equations, float64). A first
+    Linear layer is read by :func:`gradleak.attacks.spear_deflate.deflate_batch` instead."""
     below = chain.below
     weight, bias = below.weight.detach().double().cpu(), below.bias.detach().double().cpu()
-    if isinstance(below, nn.Linear):
-        assert g_below is not None
-        _, _, vh = top_singular(g_below, batch)
-        span = vh[:batch].T  # (inputs, B): the batch's images lie in this span
-        images = []
-        for h in activations:
-            active = h > 0
-            coords = torch.linalg.lstsq((weight[active] @ span), (h[active] - bias[active])[:, None]).solution
-            images.append((span @ coords).flatten())
-        return torch.stack(images).reshape(-1, *input_shape)
     conv = below
     out = activations.reshape(activations.shape[0], conv.out_channels, *_conv_out_hw(conv, input_shape))
     mask = (out > 0).double()
@@ -456,42 +398,33 @@ class Spear(BaseAttack):
         g_bias = as_mean_gradient(update, shared_tensor_of(model, update, chain.linear.bias))
         tolerance, noise_to_signal = _noise_tolerance(model, update, chain, g_weight)
         tolerance = self.zero_tolerance if self.zero_tolerance is not None else tolerance
-        # With a Linear first layer the last sample follows from the others (complete_last_sample).
-        enough = batch - 1 if isinstance(chain.below, nn.Linear) and batch > 1 else batch
-        found = disaggregate_relu_inputs(
-            g_weight, g_bias, batch, zero_tolerance=tolerance, max_programs=self.max_programs, seed=self.seed,
-            seconds=self.time_limit, enough=enough,
-        )
-        g_below = (
-            as_mean_gradient(update, shared_tensor_of(model, update, chain.below.weight)).reshape(chain.below.weight.shape[0], -1)
-            if isinstance(chain.below, nn.Linear) else None
-        )
-        count = len(found.activations)
         shape = tuple(update.input_shape)
-        if count:
-            exact_images = images_from_activations(chain, torch.stack(found.activations), g_below, shape, batch=batch)  # type: ignore[arg-type]
+        if isinstance(chain.below, nn.Linear):
+            search = self._search_through_first_linear(model, update, chain, g_weight, tolerance)
         else:
-            exact_images = torch.zeros(0, *shape, dtype=torch.float64)
-        if count == batch - 1 and g_below is not None:
-            last = complete_last_sample(chain, found, exact_images, g_below, batch)
-            if last is not None:
-                exact_images = torch.cat([exact_images, last[None]])
-                count = batch
+            search = self._search_through_first_convolution(chain, g_weight, g_bias, batch, shape, tolerance)
+        exact_images, known_labels = search.images, search.labels
+        count = exact_images.shape[0]
         images = torch.full((batch, *shape), 0.5, dtype=torch.float64)
         images[:count] = exact_images
         images32 = images.float().clamp(0, 1)
-        labels = labels_from_head(model, chain.head, update, images32) if count == batch else _partial_labels(model, chain, update, images32, count)
+        if count == batch and None not in known_labels:
+            labels = torch.tensor(known_labels)  # each confirmed by removing the sample's exact contribution
+        elif count == batch:
+            labels = labels_from_head(model, chain.head, update, images32)
+        else:
+            labels = _partial_labels(model, chain, update, images32, count)
         error = replay_error(model, update, images32, labels)
         extras = {
             "samples_exact": float(count) if error <= self.accept_error or count < batch else 0.0,
-            "linear_programs": float(found.linear_programs),
-            "rank_gap": found.rank_gap,
-            "zero_tolerance": found.zero_tolerance,
+            "linear_programs": float(search.linear_programs),
+            "rank_gap": search.rank_gap,
+            "zero_tolerance": search.tolerance,
             "relative_update_error": error,
             **({"noise_to_signal": noise_to_signal} if noise_to_signal is not None else {}),
         }
         if count == batch and error <= self.accept_error:
-            reason = (f"disaggregated all {batch} samples at the ReLU layer ({found.linear_programs} linear programs); "
+            reason = (f"disaggregated all {batch} samples at the ReLU layer ({search.linear_programs} linear programs); "
                       f"accepted: they reproduce the shared update (relative error {error:.1e})")
         elif count == batch:
             reason = (f"disaggregated {batch} candidate samples but they do not reproduce the shared update (relative error "
@@ -508,9 +441,9 @@ class Spear(BaseAttack):
                 why = (f"the defense's noise (expected spectral norm {noise_to_signal:.2g}× the batch's smallest "
                        "singular value at that layer) hides the samples' row space")
             else:
-                why = "the others are not extreme rays the search reached (see benchmarks/RESULTS.md)"
-            reason = (f"recovered {count} of {batch} samples exactly ({found.linear_programs} linear programs, rank gap "
-                      f"{found.rank_gap:.1e}); {why}")
+                why = "the search did not reach the others within its budget (see benchmarks/RESULTS.md)"
+            reason = (f"recovered {count} of {batch} samples exactly ({search.linear_programs} linear programs, rank gap "
+                      f"{search.rank_gap:.1e}); {why}")
         if observer is not None:
             observer(StepReport(iteration=1, loss=error, images=images32))
         result = AttackResult(images=images32, labels=labels, losses=[error], iterations=1,
@@ -518,6 +451,37 @@ class Spear(BaseAttack):
         if count < batch and self.fallback:
             return self._hand_over(model, update, result, count, generator, observer, reason)
         return result
+
+    def _search_through_first_linear(
+        self, model: nn.Module, update: SharedUpdate, chain: ReluLinearChain, g_weight: torch.Tensor, tolerance: float | None
+    ) -> SearchOutcome:
+        """Refine cone vertices through the first layer, verify, deflate (:mod:`gradleak.attacks.spear_deflate`)."""
+        from gradleak.attacks.spear_deflate import deflate_batch
+
+        g_first = as_mean_gradient(update, shared_tensor_of(model, update, chain.below.weight))
+        found = deflate_batch(
+            model, chain.below, chain.linear, g_first, g_weight, batch=update.batch_size, num_classes=update.num_classes,  # type: ignore[arg-type]
+            input_shape=tuple(update.input_shape), tolerance=tolerance, max_programs=self.max_programs,
+            seconds=self.time_limit, seed=self.seed,
+        )
+        images = (torch.stack(found.images) if found.images else torch.zeros(0, int(np.prod(update.input_shape)), dtype=torch.float64))
+        return SearchOutcome(images.reshape(-1, *update.input_shape), found.labels, found.linear_programs, found.rank_gap,
+                             found.tolerance)
+
+    def _search_through_first_convolution(
+        self, chain: ReluLinearChain, g_weight: torch.Tensor, g_bias: torch.Tensor, batch: int,
+        shape: tuple[int, ...], tolerance: float | None,
+    ) -> SearchOutcome:
+        """Cone vertices accepted by their zero rows, then the convolution's active outputs solved for the image."""
+        found = disaggregate_relu_inputs(
+            g_weight, g_bias, batch, zero_tolerance=tolerance, max_programs=self.max_programs, seed=self.seed,
+            seconds=self.time_limit,
+        )
+        if found.activations:
+            images = images_from_activations(chain, torch.stack(found.activations), shape)  # type: ignore[arg-type]
+        else:
+            images = torch.zeros(0, *shape, dtype=torch.float64)
+        return SearchOutcome(images, [None] * images.shape[0], found.linear_programs, found.rank_gap, found.zero_tolerance)
 
     def _hand_over(
         self, model: nn.Module, update: SharedUpdate, exact: AttackResult, count: int,
