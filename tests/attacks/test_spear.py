@@ -119,3 +119,30 @@ def test_noise_that_buries_the_batch_is_named_as_the_reason() -> None:
     assert result.extras["samples_exact"] < 4
     assert result.extras["noise_to_signal"] > 1
     assert "the defense's noise" in result.stop_reason
+
+
+def test_batch_of_40_tiled_images_is_recovered_by_refinement_and_deflation() -> None:
+    """Beyond the 20 bundled images (flipped/shifted copies): the large-batch path, every sample exact."""
+    torch.manual_seed(0)
+    model = build_model("mlp", channels=3, image_size=32, num_classes=10)
+    images, labels = load_tiled("cifar10", list(range(40)))
+    result = Spear(fallback=False).run(model, FedSGD().share(model, images, labels))
+    score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels)
+    assert min(s.psnr for s in score.per_image) >= 60.0
+    assert score.label_accuracy == 1.0
+    assert result.extras["samples_exact"] == 40.0 and result.extras["relative_update_error"] < 1e-8
+
+
+def test_one_hidden_layer_mlp_is_disaggregated_at_its_head_and_its_limit_is_stated() -> None:
+    torch.manual_seed(0)
+    model = MLP(channels=3, image_size=32, num_classes=10, width=500, hidden_layers=1)
+    images, labels = load_tiled("cifar10", [0, 1, 3, 4])  # labels 3, 8, 0, 6
+    update = FedSGD().share(model, images, labels)
+    assert Auto().plan(model, update)[0] == "spear"
+    result = Spear(fallback=False).run(model, update)
+    score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels)
+    assert min(s.psnr for s in score.per_image) >= 60.0 and score.label_accuracy == 1.0
+    too_many = FedSGD().share(model, *load_tiled("cifar10", list(range(12))))
+    with pytest.raises(GradleakError, match="exceeds the 9 samples the head of a one-hidden-layer net can separate"):
+        Spear().check(too_many, model)
+    assert Auto().plan(model, too_many)[0] != "spear"

@@ -122,10 +122,10 @@ _EXACT = {
 def relu_disaggregation_plan(model: nn.Module, update: SharedUpdate) -> str | None:
     """Why ``spear`` applies (a sent Linear layer fed by a first-layer ReLU, one client's batch that
     its rank can separate), or None."""
-    from gradleak.attacks.spear import find_relu_linear_chain
+    from gradleak.attacks.spear import find_relu_linear_chain, separable_batch
 
     chain = find_relu_linear_chain(model)
-    if isinstance(chain, str) or update.clients > 1 or update.batch_size > chain.linear.in_features:
+    if isinstance(chain, str) or update.clients > 1 or update.batch_size > separable_batch(chain):
         return None
     names = update.parameter_names
     sent = {n for n, p in model.named_parameters() if p is chain.linear.weight or p is chain.linear.bias}

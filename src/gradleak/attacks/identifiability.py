@@ -123,6 +123,11 @@ def identifiability(
         unknowns = batch * inputs
         if not is_sent:
             largest, note = 0, "gradient not sent"
+        elif relu_input and isinstance(layer, nn.Linear) and position == len(weighted) - 1:
+            # A head's output gradients (softmax − onehot) sum to zero: rank ≤ classes − 1, and
+            # samples sharing a label are told apart only by their small softmax differences.
+            largest = min(layer.out_features - 1, layer.in_features // 2 + 1)
+            note = "ReLU input at the head: disaggregates up to classes − 1 samples (ill-conditioned for repeated labels)"
         elif relu_input and isinstance(layer, nn.Linear):
             largest = min(layer.out_features, layer.in_features // 2 + 1)
             note = "ReLU input: the batch disaggregates (rank B, B − 1 zeros per sample)"

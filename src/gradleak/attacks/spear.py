@@ -73,6 +73,21 @@ def find_relu_linear_chain(model: nn.Module) -> ReluLinearChain | str:
     return ReluLinearChain(below=below, linear=linear, head=leaves[-1])
 
 
+def separable_batch(chain: ReluLinearChain) -> int:
+    """The largest batch the chain's Linear layer can separate: its gradient's rank bound (the ReLU
+    width; for the head of a one-hidden-layer net, classes − 1, as each sample's output gradient
+    ``softmax − onehot`` sums to zero).
+
+    Example:
+        >>> from gradleak.models.mlp import MLP
+        >>> separable_batch(find_relu_linear_chain(MLP(width=50))), separable_batch(find_relu_linear_chain(MLP(width=50, hidden_layers=1)))
+        (50, 9)
+    """
+    if chain.linear is chain.head:
+        return min(chain.linear.in_features, chain.linear.out_features - 1)
+    return min(chain.linear.in_features, chain.linear.out_features)
+
+
 def shared_tensor_of(model: nn.Module, update: SharedUpdate, parameter: nn.Parameter) -> torch.Tensor:
     """The update's tensor for ``parameter`` (by position, or by name when the update names them)."""
     named = list(model.named_parameters())
@@ -382,11 +397,17 @@ class Spear(BaseAttack):
             chain = find_relu_linear_chain(model)
             if isinstance(chain, str):
                 raise GradleakError(f"attack 'spear' needs a (Linear|Conv2d) → ReLU → Linear model, but {chain}: use --model mlp or convfc, or --attack ig")
-            width = chain.linear.in_features
-            if update.batch_size > width:
+            bound = separable_batch(chain)
+            if update.batch_size > bound and chain.linear is chain.head:
                 raise GradleakError(
-                    f"a batch of {update.batch_size} exceeds the {width} units of the ReLU layer: its gradient has rank "
-                    f"at most {width} and cannot separate the samples (use a batch of at most {width // 2}, or --attack ig)"
+                    f"a batch of {update.batch_size} exceeds the {bound} samples the head of a one-hidden-layer net can separate "
+                    f"(its gradient has rank at most classes − 1): use a batch of at most {bound}, a second ReLU layer "
+                    "(--model mlp), or --attack ig"
+                )
+            if update.batch_size > bound:
+                raise GradleakError(
+                    f"a batch of {update.batch_size} exceeds the {bound} units of the ReLU layer: its gradient has rank "
+                    f"at most {bound} and cannot separate the samples (use a batch of at most {bound // 2}, or --attack ig)"
                 )
 
     def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
