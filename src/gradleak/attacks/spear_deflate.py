@@ -48,6 +48,11 @@ import torch
 from torch import nn
 
 
+#: remaining rank above which a failed refinement is retried annealed (below it the plain one
+#: converges from most vertices: 64 of 74 at B = 64)
+ANNEAL_ABOVE = 48
+
+
 @dataclass
 class Deflation:
     """What the deflating search found: images (flat, float64) with the labels that deflated them."""
@@ -70,10 +75,15 @@ def cone_vertex(basis: np.ndarray, objective: np.ndarray, tolerance: float) -> n
 
 
 def refine_on_pattern(
-    weights: np.ndarray, bias: np.ndarray, span: np.ndarray, coords: np.ndarray, *, iterations: int = 30
+    weights: np.ndarray, bias: np.ndarray, span: np.ndarray, coords: np.ndarray, *, iterations: int = 30,
+    annealed: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Image coordinates ``a`` with ``ReLU(weights·a + bias)`` in ``span`` (orthonormal columns), from a
     start nearby, and the relative part of those activations outside the span (~1e-7 on a sample).
+
+    ``annealed`` first solves that many times with each unit weighted by how sure its side is
+    (``|z| / (|z| + τ)``, τ shrinking from the median ``|z|``): at B = 128 this brought starts at 40%
+    relative error onto a sample 10 times in 10 (3 in 10 without), at ~2× the cost.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -87,6 +97,12 @@ def refine_on_pattern(
     # torch, not numpy, for the algebra: it keeps to the thread count set for torch (numpy's BLAS
     # took 0.1 s for one 1000×64 solve on a loaded 2-core machine, fighting its own threads).
     w, b, v, a = (torch.from_numpy(np.asarray(t, dtype=np.float64)) for t in (weights, bias, span, coords))
+    for step in range(annealed):
+        z = w @ a + b
+        sure = (z.abs() / (z.abs() + z.abs().median() * 0.7**step))[:, None]
+        masked = torch.cat([w, b[:, None]], dim=1) * (z > 0)[:, None]
+        outside = (masked - v @ (v.T @ masked)) * sure
+        a = -torch.linalg.lstsq(outside[:, :-1], outside[:, -1:]).solution.flatten()
     previous = None
     for _ in range(iterations):
         active = w @ a + b > 0
@@ -200,6 +216,8 @@ def deflate_batch(
         if start_coords is None:
             continue
         coords, residual = refine_on_pattern(weights, bias, remaining.v, start_coords)
+        if residual > accept and remaining.v.shape[1] > ANNEAL_ABOVE:
+            coords, residual = refine_on_pattern(weights, bias, remaining.v, start_coords, annealed=40)
         if residual > accept or any(np.linalg.norm(coords - c) <= 1e-4 * np.linalg.norm(c) for c in coords_found):
             continue
         image = torch.from_numpy(image_span @ coords)
