@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--time-limit", type=float, default=300.0, help="spear's search, seconds at most")
     parser.add_argument("--figure", default=None, help="PNG of the share >= 30 dB against batch size")
     parser.add_argument("--ci", action="store_true", help="CI size: cifar10, fedsgd, batch 4, short baselines")
+    parser.add_argument("--redraw", nargs="+", default=None, metavar="TABLE",
+                        help="draw --figure from tables this script printed earlier (several runs in one figure); runs nothing")
     args = parser.parse_args(argv)
+    if args.redraw:
+        rows = [row for path in args.redraw for row in read_table(Path(path).read_text())]
+        draw(rows, args.figure or "exact_batch.png")
+        return rows
     if args.ci:
         args.datasets, args.batches, args.scenarios, args.ig_iters, args.dlg_iters = ["cifar10"], [4], ["fedsgd"], 5, 1
     torch.set_num_threads(1)
@@ -101,6 +107,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                           f"{row['median']:.1f} | {row['seconds']:.1f} |", flush=True)
     if args.figure:
         draw(rows, args.figure)
+    return rows
+
+
+def read_table(text: str) -> list[dict[str, object]]:
+    """The rows of a table printed by :func:`main` (header and separator lines skipped).
+
+    Example:
+        >>> read_table("| cifar10 | fedsgd | 64 | spear | 100% | 98% | 134.2 | 21.0 |")[0]["recovered"]
+        1.0
+    """
+    rows: list[dict[str, object]] = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 8 or not cells[2].isdigit():
+            continue
+        rows.append({"dataset": cells[0], "scenario": cells[1], "batch": int(cells[2]), "attack": cells[3],
+                     "recovered": float(cells[4].rstrip("%")) / 100, "exact": float(cells[5].rstrip("%")) / 100,
+                     "median": float(cells[6]), "seconds": float(cells[7])})
     return rows
 
 
