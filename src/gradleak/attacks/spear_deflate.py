@@ -48,6 +48,9 @@ import torch
 from torch import nn
 
 
+#: quietest rows of the remaining gradient tried as starts after each deflation
+QUIET_ROWS = 80
+
 #: remaining rank above which a failed refinement is retried annealed (below it the plain one
 #: converges from most vertices: 64 of 74 at B = 64)
 ANNEAL_ABOVE = 48
@@ -141,6 +144,21 @@ class RemainingGradient:
         score = float(outside[label]) + float(values[-1]) / self.scale
         return label, score, (left.numpy(), values.numpy(), right.numpy())
 
+    def quietest_row(self, skip: set[int]) -> int | None:
+        """The live row (output unit) with the smallest norm not in ``skip``, or None after the first
+        ``QUIET_ROWS``. A unit active for one sample only has the row ``δ_b[i]·h_bᵀ/B``: that
+        sample's activations (R-GAP's row read, at a layer); at B = 128, 49 of the 80 quietest rows
+        of a CIFAR-10 batch refined onto a sample (31 different ones) without a linear program."""
+        norms = np.linalg.norm(self.u * self.s, axis=1)
+        order = np.argsort(norms)
+        live = order[norms[order] > 1e-6 * norms.max()][:QUIET_ROWS]
+        return next((int(i) for i in live if int(i) not in skip), None)
+
+    def row(self, index: int) -> np.ndarray:
+        """Row ``index`` of the remaining gradient, signed to be mostly positive (like activations)."""
+        values = self.v @ (self.s * self.u[index])
+        return values * np.sign(values.sum())
+
     def deflate(self, factors: tuple[np.ndarray, ...]) -> None:
         u, s, vh = factors
         self.u, self.s, self.v = self.u @ u[:, :-1], s[:-1], self.v @ vh[:-1].T
@@ -209,14 +227,22 @@ def deflate_batch(
     budget = max_programs if max_programs is not None else 6 * batch + 20
     patience = patience if patience is not None else 2 * batch + 10
     programs = last_new = 0
+    tried: set[int] = set()  # rows of the remaining gradient tried since the last deflation
     while (len(images) < batch and remaining.v.shape[1] > 0 and programs < budget and programs - last_new < patience
            and time.perf_counter() - start < seconds):
         programs += 1
-        start_coords = _candidate(remaining.v, weights, bias, rng, accept)
+        row = remaining.quietest_row(tried)
+        if row is not None:
+            tried.add(row)
+            start_coords = _start_from_activations(remaining.row(row), weights, bias)
+            retry = False
+        else:  # every quiet row tried: a cone vertex of the remaining span
+            start_coords = _candidate(remaining.v, weights, bias, rng, accept)
+            retry = remaining.v.shape[1] > ANNEAL_ABOVE
         if start_coords is None:
             continue
         coords, residual = refine_on_pattern(weights, bias, remaining.v, start_coords)
-        if residual > accept and remaining.v.shape[1] > ANNEAL_ABOVE:
+        if residual > accept and retry:
             coords, residual = refine_on_pattern(weights, bias, remaining.v, start_coords, annealed=40)
         if residual > accept or any(np.linalg.norm(coords - c) <= 1e-4 * np.linalg.norm(c) for c in coords_found):
             continue
@@ -228,6 +254,7 @@ def deflate_batch(
         if score <= max(1e-4, 100 * floor):
             remaining.deflate(factors)
             labels.append(label)
+            tried.clear()
         else:
             labels.append(None)
         images.append(image)
@@ -252,6 +279,11 @@ def _candidate(
         if vertex is None:
             return None
         activations = span @ vertex
+    return _start_from_activations(activations, weights, bias)
+
+
+def _start_from_activations(activations: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray | None:
+    """Image coordinates whose first-layer activations fit ``activations`` (any scale) on its active units."""
     active = activations > 1e-6 * np.abs(activations).max()
     if active.sum() <= weights.shape[1]:
         return None
