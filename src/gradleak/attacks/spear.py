@@ -35,6 +35,7 @@ from torch import nn
 
 from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, model_device
 from gradleak.attacks.labels import restore_batch_labels
+from gradleak.attacks.spear_algebra import cone_vertex, top_singular
 from gradleak.errors import GradleakError
 from gradleak.scenarios import cross_entropy_for_soft_labels, functional_forward, one_hot
 from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
@@ -156,8 +157,6 @@ def disaggregate_relu_inputs(
         >>> err < 1e-9
         True
     """
-    from scipy.optimize import linprog
-
     start = time.perf_counter()
     u, s, vh = top_singular(g_weight, batch + 1)
     if batch > min(g_weight.shape):
@@ -205,12 +204,10 @@ def disaggregate_relu_inputs(
             row = basis[rng.choice(np.nonzero(live)[0])]
         else:
             row = -noise
-        objective = -row + 1e-3 * np.linalg.norm(row) * noise
-        result = linprog(objective, A_ub=-basis, b_ub=np.full(basis.shape[0], tolerance / basis.shape[0]),
-                         A_eq=sum_row[None], b_eq=[1.0], bounds=[(None, None)] * batch, method="highs")
-        if result.status != 0:
+        vertex = cone_vertex(basis, row - 1e-3 * np.linalg.norm(row) * noise, tolerance)
+        if vertex is None:
             continue
-        p = _accept_vertex(basis, result.x, batch, tolerance)
+        p = _accept_vertex(basis, vertex, batch, tolerance)
         if p is None or any(abs(float(p @ q)) > 1 - 1e-6 for q in found):
             continue
         found.append(p)
@@ -223,25 +220,6 @@ def disaggregate_relu_inputs(
         h = torch.from_numpy(basis @ (p / denominator))
         activations.append(torch.where(h > tolerance * h.abs().max(), h, torch.zeros_like(h)))
     return Disaggregation(activations, torch.from_numpy(basis), programs, rank_gap, tolerance)
-
-
-def top_singular(matrix: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The top ``k`` singular triplets (U, S, Vᵀ) in float64: a randomised range finder with power
-    iterations when ``k`` is small against the matrix (an update of rank B has a gap of ~1e7 after
-    its B-th value, so four iterations give the span to machine precision), else the full SVD."""
-    matrix = matrix.double()
-    k = min(k, *matrix.shape)
-    if k + 10 >= min(matrix.shape) // 2:
-        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-        return u[:, :k], s[:k], vh[:k]
-    generator = torch.Generator().manual_seed(0)
-    sketch = matrix @ torch.randn(matrix.shape[1], k + 10, generator=generator, dtype=torch.float64)
-    for _ in range(4):
-        sketch = torch.linalg.qr(sketch).Q
-        sketch = matrix @ torch.linalg.qr(matrix.T @ sketch).Q
-    basis = torch.linalg.qr(sketch).Q
-    u, s, vh = torch.linalg.svd(basis.T @ matrix, full_matrices=False)
-    return (basis @ u)[:, :k], s[:k], vh[:k]
 
 
 def _accept_vertex(basis: np.ndarray, x: np.ndarray, batch: int, tolerance: float) -> np.ndarray | None:

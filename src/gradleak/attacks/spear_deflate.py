@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradleak.attacks.spear_algebra import cone_vertex, top_singular
+
 
 #: quietest rows of the remaining gradient tried as starts after each deflation
 QUIET_ROWS = 80
@@ -65,16 +67,6 @@ class Deflation:
     linear_programs: int
     rank_gap: float  # s_{B+1}/s_B of the Linear layer's gradient: ~1e-7 exact, larger when perturbed
     tolerance: float  # relative residual below which a refined candidate counts as a sample
-
-
-def cone_vertex(basis: np.ndarray, objective: np.ndarray, tolerance: float) -> np.ndarray | None:
-    """The vertex of ``{p : basis·p ≥ 0, Σ basis·p = 1}`` that maximises ``objective·p`` (HiGHS), or None."""
-    from scipy.optimize import linprog
-
-    rows, dim = basis.shape
-    result = linprog(-objective, A_ub=-basis, b_ub=np.full(rows, tolerance / rows), A_eq=basis.sum(axis=0)[None],
-                     b_eq=[1.0], bounds=[(None, None)] * dim, method="highs")
-    return result.x if result.status == 0 else None
 
 
 def refine_on_pattern(
@@ -206,8 +198,6 @@ def deflate_batch(
 
     Stops after ``max_programs`` candidates (default 6·B + 20), ``patience`` candidates in a row
     without a new sample (default 2·B + 10), or ``seconds``."""
-    from gradleak.attacks.spear import top_singular
-
     start = time.perf_counter()
     input_shape = input_shape or (first.in_features,)
     _, _, v1h = top_singular(g_first.reshape(g_first.shape[0], -1), batch)
