@@ -13,11 +13,12 @@ mixture of two samples leaves vertices whose zero rows lose rank when one row is
 layer's bias gradient fixes each scale: ``g = U S P⁻ᵀ 1`` gives ``p_bᵀ w = 1`` with
 ``w = S⁻¹ Uᵀ g``, one sample at a time.
 
-The activations ``h_b = ReLU(W₁ x_b + b₁)`` then give the images: for a first Linear layer, ``x_b``
-lies in the row space of its own weight gradient (B dimensions) and the active units are hundreds
-of linear equations for those B coordinates; for a first convolution, its active outputs
-overdetermine the image (a least-squares solve). Labels follow from the head: with the images
-known, ``Σ_b onehot(y_b) f_bᵀ = Σ_b softmax_b f_bᵀ − B·∂W_head`` is linear in the one-hot rows.
+The activations ``h_b = ReLU(W₁ x_b + b₁)`` then give the images: for a first convolution, its
+active outputs overdetermine the image (a least-squares solve). A first Linear layer takes the
+stronger route of :mod:`gradleak.attacks.spear_deflate` (any vertex refined through the first layer,
+each sample deflated with its label), which reaches batches of 128. Labels (of the convolution's
+route) follow from the head: with the images known, ``Σ_b onehot(y_b) f_bᵀ = Σ_b softmax_b f_bᵀ −
+B·∂W_head`` is linear in the one-hot rows.
 
 A result is accepted only when it reproduces the shared update (relative error below
 ``accept_error``); otherwise the attack says how many samples it recovered exactly and hands the

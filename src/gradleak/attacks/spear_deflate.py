@@ -11,8 +11,10 @@ of ~1,000 equations for B unknowns; the bias fixes the scale). Solving, re-readi
 at B = 64 and 128) and stops exactly on it; a candidate is kept only when its activations lie in
 the span to the update's precision.
 
-Candidates come from the cone's vertices (a linear program, as in :mod:`gradleak.attacks.spear`):
-at large B these are mixtures of many samples, but most refine onto one of them. The same few
+Starts come first from the quietest rows of the layer's gradient (a unit that only one sample
+activates has the row ``δ_b[i]·h_bᵀ/B``: that sample's activations, as R-GAP reads a row), then
+from the cone's vertices (a linear program, as in :mod:`gradleak.attacks.spear`): at large B these
+are mixtures of many samples, but many refine onto one of them. The same few
 samples would keep winning, so every verified sample is **deflated**: its exact contribution
 ``δ_b h_bᵀ / B`` (``δ_b`` from a forward and backward pass of the found image, for each possible
 label) is taken out of the layer's gradient, and the label for which the rank drops by one is the
