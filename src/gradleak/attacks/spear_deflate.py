@@ -198,8 +198,9 @@ def deflate_batch(
 ) -> Deflation:
     """The batch's images through ``first → ReLU → … linear`` from the two layers' (mean) gradients.
 
-    Stops after ``max_programs`` candidates (default 6·B + 20), ``patience`` candidates in a row
-    without a new sample (default 2·B + 10), or ``seconds``."""
+    Stops after ``max_programs`` linear programs (default 6·B + 20), ``patience`` programs in a row
+    without a new sample (default 2·B + 10), or ``seconds``. ``tolerance`` (a defended update's,
+    from its noise model) bounds the relative residual of an accepted sample."""
     start = time.perf_counter()
     input_shape = input_shape or (first.in_features,)
     _, _, v1h = top_singular(g_first.reshape(g_first.shape[0], -1), batch)
@@ -220,15 +221,17 @@ def deflate_batch(
     patience = patience if patience is not None else 2 * batch + 10
     programs = last_new = 0
     tried: set[int] = set()  # rows of the remaining gradient tried since the last deflation
+    # Under noise a rarely active unit's row is what the noise hides first: vertices only.
+    use_rows = tolerance is None
     while (len(images) < batch and remaining.v.shape[1] > 0 and programs < budget and programs - last_new < patience
            and time.perf_counter() - start < seconds):
-        programs += 1
-        row = remaining.quietest_row(tried)
-        if row is not None:
+        row = remaining.quietest_row(tried) if use_rows else None
+        if row is not None:  # at most QUIET_ROWS per deflation: not counted as programs
             tried.add(row)
             start_coords = _start_from_activations(remaining.row(row), weights, bias)
             retry = False
         else:  # every quiet row tried: a cone vertex of the remaining span
+            programs += 1
             start_coords = _candidate(remaining.v, weights, bias, rng, accept)
             retry = remaining.v.shape[1] > ANNEAL_ABOVE
         if start_coords is None:
