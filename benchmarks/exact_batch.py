@@ -136,13 +136,16 @@ def draw(rows: list[dict[str, object]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     series = sorted({(str(r["dataset"]), str(r["scenario"]), str(r["attack"])) for r in rows})
-    for dataset, scenario, attack in series:
+    for index, (dataset, scenario, attack) in enumerate(series):
         points = sorted((int(r["batch"]), float(r["recovered"])) for r in rows  # type: ignore[arg-type]
                         if (r["dataset"], r["scenario"], r["attack"]) == (dataset, scenario, attack))
         # Baselines ran at a few batch sizes only: markers, no line implying values in between.
         style = {"spear": "-o", "spear+ig": "-.D", "ig": "s", "dlg": "^"}.get(attack, "o")
-        ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, markersize=8 if attack in ("ig", "dlg") else 6,
-                label=f"{attack} ({dataset}, {scenario})")
+        # Series often coincide (100% on both datasets, 0% for both baselines): each later one is
+        # drawn smaller, so the earlier ones still show around it.
+        size = max(4, 12 - 2 * index)
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, markersize=size,
+                linewidth=max(1.0, 4.0 - index), label=f"{attack} ({dataset}, {scenario})")
     ax.set_xscale("log", base=2)
     batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[arg-type]
     ax.set_xticks(batches, [str(b) for b in batches])
