@@ -142,6 +142,9 @@ def test_one_hidden_layer_mlp_is_disaggregated_at_its_head_and_its_limit_is_stat
     result = Spear(fallback=False).run(model, update)
     score = score_batch(result.images, images, true_labels=labels, recovered_labels=result.labels)
     assert min(s.psnr for s in score.per_image) >= 60.0 and score.label_accuracy == 1.0
+    repeated = FedSGD().share(model, *load_tiled("cifar10", list(range(8))))  # labels 3, 8, 8, 0, 6, 6, 1, 6
+    partial = Spear(fallback=False, max_programs=10).run(model, repeated)
+    assert partial.extras["samples_exact"] < 8 and "samples sharing a label differ only by their softmax" in partial.stop_reason
     too_many = FedSGD().share(model, *load_tiled("cifar10", list(range(12))))
     with pytest.raises(GradleakError, match="exceeds the 9 samples the head of a one-hidden-layer net can separate"):
         Spear().check(too_many, model)

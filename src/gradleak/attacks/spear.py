@@ -440,6 +440,9 @@ class Spear(BaseAttack):
             elif noise_to_signal is not None and noise_to_signal >= 0.1:
                 why = (f"the defense's noise (expected spectral norm {noise_to_signal:.2g}× the batch's smallest "
                        "singular value at that layer) hides the samples' row space")
+            elif chain.linear is chain.head and search.rank_gap > 1e-5:
+                why = (f"at the head of a one-hidden-layer net samples sharing a label differ only by their softmax "
+                       f"(rank gap {search.rank_gap:.1e}): add a second ReLU layer to separate them")
             else:
                 why = "the search did not reach the others within its budget (see benchmarks/RESULTS.md)"
             reason = (f"recovered {count} of {batch} samples exactly ({search.linear_programs} linear programs, rank gap "
