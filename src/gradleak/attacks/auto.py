@@ -290,7 +290,7 @@ class Auto(BaseAttack):
             loss=self.loss,
         ).run(model, update, generator=generator, observer=observer)
         refined_error = relative_update_error(model, update, refined.images, refined.labels, loss=self.loss)
-        seconds, iterations = layerwise.seconds + refined.seconds, layerwise.iterations + refined.iterations
+        iterations = layerwise.iterations + refined.iterations  # both ran (and are on the curve)
         if refined_error < layerwise_error:
             refined.extras.update(auto_choice="ig_from_layerwise", auto_reason=(
                 f"{reason}; Inverting Gradients from it explains the update better ({refined_error:.1e} < "
@@ -303,7 +303,7 @@ class Auto(BaseAttack):
             layerwise.stop_reason = (f"{layerwise.stop_reason} (auto: {reason}; kept over Inverting Gradients "
                                      f"from it, relative gradient error {refined_error:.1e})")
             best = layerwise
-        best.seconds, best.iterations = seconds, iterations
+        best.iterations = iterations
         return best
 
     def _closed_form(

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,11 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradleak.attacks.analytic import head_features
-from gradleak.attacks.base import ATTACKS, as_gradient, finish
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, as_gradient
 from gradleak.attacks.labels import restore_batch_labels
 from gradleak.errors import GradleakError
 from gradleak.objective import ClientForward, Loss, relative_update_error, sent_parameters
-from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.types import AttackResult, SharedUpdate, StepReport
 
 _RELU_FUNCTIONS = (F.relu, torch.relu)
 
@@ -176,7 +175,7 @@ def features_with_patterns(chain: LayerChain, pattern: _Pattern) -> torch.fx.Gra
 
 
 @dataclass
-class LayerwiseInversion:
+class LayerwiseInversion(BaseAttack):
     """One image from a chain of layers, by active-set gradient matching from the exact head input."""
 
     iterations: int = 1500  # L-BFGS-B iterations in all
@@ -200,17 +199,8 @@ class LayerwiseInversion:
         if model is not None:
             self._chain(model, update)
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        del generator  # deterministic: starts from grey
-        self.check(update, model)
-        start = time.perf_counter()
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        observer = context.observer  # deterministic (starts from grey): no generator
         gradient = as_gradient(update)
         assert gradient is not None
         client = ClientForward.of(model, gradient, loss=self.loss)
@@ -270,13 +260,14 @@ class LayerwiseInversion:
         pattern.active = False
         images = torch.from_numpy(flat).reshape(shape).float()
         labels = restore_batch_labels(update)
-        error = relative_update_error(model, update, images.to(next(model.parameters()).device), labels, loss=self.loss)
-        return finish(AttackResult(
-            images=images, labels=labels, losses=losses, iterations=done, seconds=time.perf_counter() - start,
+        images = images.to(context.device)
+        error = relative_update_error(model, update, images, labels, loss=self.loss)
+        return AttackResult(
+            images=images, labels=labels, losses=losses, iterations=done,
             stop_reason=(f"solved layer-wise from the exact head input ({len(losses)} activation patterns, "
                          f"{done} L-BFGS-B iterations); relative gradient error {error:.1e}"),
             extras={"relative_gradient_error": error},
-        ))
+        )
 
 
 ATTACKS.register("layerwise", LayerwiseInversion)
