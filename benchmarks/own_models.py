@@ -10,7 +10,8 @@ patch-embedding transformer (4x4 patches, width 128, 2 GELU encoder blocks, Laye
 bundled CIFAR-10 test images from ``--offset``: batch 1 each of ``--images`` images alone, batch 4
 the ``--groups`` consecutive groups of 4. Every attack gets the same FedSGD update and the same seed:
 ``dlg`` (the original L-BFGS with its stall guard, ``--dlg-iters``), ``ig`` (Inverting Gradients,
-``--iters``, ``--restarts``) and ``auto`` (same budget as ``ig``). PSNR/SSIM after matching
+``--iters``, ``--restarts``) and ``auto`` (same budget as ``ig``, plus ``--layerwise-iters`` for its
+layer-wise solve where that applies: one image through a chain of layers, e.g. the ConvNet-BN). PSNR/SSIM after matching
 reconstructions to images; seconds are the attack's own wall time.
 
 Resumable: each finished (model, batch, images, attack) row is appended to ``OUT/rows.jsonl`` and
@@ -148,7 +149,7 @@ def attack(name: str, args: argparse.Namespace) -> object:
         return DLG(iterations=args.dlg_iters)
     if name == "ig":
         return InvertingGradients(iterations=args.iters, restarts=args.restarts)
-    return Auto(iterations=args.iters, restarts=args.restarts)
+    return Auto(iterations=args.iters, restarts=args.restarts, layerwise_iterations=args.layerwise_iters)
 
 
 def cases(args: argparse.Namespace) -> list[tuple[str, int, list[int]]]:
@@ -182,6 +183,7 @@ def run_case(
             "psnr": [s.psnr for s in score.per_image], "ssim": [s.ssim for s in score.per_image],
             "label_accuracy": score.label_accuracy, "seconds": result.seconds, "stop_reason": result.stop_reason,
             "auto_choice": result.extras.get("auto_choice"),
+            "relative_gradient_error": result.extras.get("relative_gradient_error"),
         }
         with (out / "rows.jsonl").open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -264,6 +266,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=200, help="Inverting Gradients' (and auto's) iterations")
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--dlg-iters", type=int, default=50)
+    parser.add_argument("--layerwise-iters", type=int, default=1000,
+                        help="auto's layer-wise solve (chains with a Linear head, one image; before its --iters of IG)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/own_models"))

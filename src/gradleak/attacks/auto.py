@@ -165,7 +165,7 @@ class Auto(BaseAttack):
     # image 0 under fp16 leaves 1.6e-5 at 31.0 dB and 500 MAP evaluations from it reach only 33.7 dB,
     # where the continuation from grey (1,500 evaluations) reaches ~44; the tuning photos leave 1.1-1.5e-6.
     near_exact_error: float = 5e-6
-    layerwise_iterations: int = 1500  # L-BFGS-B iterations of the layer-wise solve (before Inverting Gradients)
+    layerwise_iterations: int | None = None  # L-BFGS-B iterations of the layer-wise solve; None: ``iterations``
     name: str = "auto"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -277,7 +277,7 @@ class Auto(BaseAttack):
     ) -> AttackResult:
         """The layer-wise solve, then Inverting Gradients from it (and its own restarts); the
         candidate whose implied update is closer to the shared one is kept (no ground truth)."""
-        layerwise = LayerwiseInversion(iterations=self.layerwise_iterations, loss=self.loss).run(
+        layerwise = LayerwiseInversion(iterations=self.layerwise_iterations or self.iterations, loss=self.loss).run(
             model, update, observer=observer
         )
         layerwise_error = layerwise.extras["relative_gradient_error"]
