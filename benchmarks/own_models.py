@@ -45,17 +45,23 @@ ATTACK_NAMES = ("dlg", "ig", "auto")
 class ConvNetBN(nn.Module):
     """3 conv layers (32/64/64 channels, 3x3), BatchNorm, ReLU, 2x2 max pooling after the last two."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32)) -> None:
         super().__init__()
+        channels, height, width = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(64 * 8 * 8, num_classes)
+        self.head = nn.Linear(64 * (height // 4) * (width // 4), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+def convnet_bn(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """The ConvNet-BN for ``gradleak run --model benchmarks/own_models.py:convnet_bn`` (train mode)."""
+    return ConvNetBN(num_classes, input_shape).train()
 
 
 class BasicBlock(nn.Module):
