@@ -78,8 +78,11 @@ def trace_chain(model: nn.Module) -> LayerChain | str:
         inputs = node.all_input_nodes
         if node.op == "output":
             break
-        if inputs != [previous] or len(previous.users) != 1:
-            return f"not a chain of layers: {node.name} combines or reuses earlier results (a residual or branch)"
+        if len(previous.users) != 1:
+            return (f"not a chain of layers: the output of {previous.name} feeds {len(previous.users)} operations "
+                    "(a residual or branch)")
+        if inputs != [previous]:
+            return f"not a chain of layers: {node.name} combines earlier results (a residual or branch)"
         computed.append(node)
         previous = node
     if not computed:
