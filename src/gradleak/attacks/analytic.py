@@ -125,6 +125,13 @@ class AnalyticInversion(BaseAttack):
     # confidently classified image make the head's un-mixing ill-conditioned.
     refine_above: float = 1e-5
     refine_iterations: int = 1000
+    # Work budgets of those two L-BFGS stages, in sample-evaluations: a stage runs at most
+    # budget / batch iterations, so its time stays bounded as the batch grows. Batches up to 16
+    # keep every iteration they had; at batch 128 (CIFAR-100 LeNet, float64) one prior-fit
+    # evaluation took 0.94 s and one refinement evaluation 0.21 s, so the full counts (~1,500 and
+    # ~1,250 evaluations) took ~28 min on the loaded 2-core machine (issue 21).
+    fit_budget: int = 400 * 16
+    refine_budget: int = 1000 * 16
     # The noise model of a defended update (gradleak.attacks.noise_model): weights the head's
     # equations by their noise, so value-dependent rounding (fp16) is averaged over all rows.
     noise: NoiseModel | None = None
@@ -201,7 +208,8 @@ class AnalyticInversion(BaseAttack):
             for weight in self.prior_weights:
                 activation, used = _fit_with_prior(
                     convs[:remaining], known, d_known, grad_of, (batch, *update.input_shape),
-                    prior_weight=weight, smoothing=self.prior_smoothing, iterations=self.fit_iterations,
+                    prior_weight=weight, smoothing=self.prior_smoothing,
+                    iterations=_within_budget(self.fit_iterations, self.fit_budget, batch),
                     observer=observer, start=activation, numbered_from=fit_evaluations,
                 )
                 iterations_used += used
@@ -211,10 +219,12 @@ class AnalyticInversion(BaseAttack):
         error = relative_gradient_error(model, update, images, labels)
         refined = False
         if batch > 1 and error > self.refine_above:
-            candidate = _refine_jointly(
-                model, update, images, labels, iterations=self.refine_iterations,
+            candidate, used = _refine_jointly(
+                model, update, images, labels, iterations=_within_budget(self.refine_iterations, self.refine_budget, batch),
                 tv_weight=self.prior_weights[-1] if self.prior_weights else 0.0, smoothing=self.prior_smoothing,
+                observer=observer, numbered_from=fit_evaluations,
             )
+            fit_evaluations += used
             candidate_error = relative_gradient_error(model, update, candidate, labels)
             if candidate_error < error:
                 images, error, refined = candidate, candidate_error, True
@@ -252,8 +262,11 @@ def _refine_jointly(
     iterations: int,
     tv_weight: float,
     smoothing: float,
-) -> torch.Tensor:
-    """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``."""
+    observer: StepObserver | None = None,
+    numbered_from: int = 0,
+) -> tuple[torch.Tensor, int]:
+    """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``;
+    returns the images and the evaluations it took (reported every 50, as the prior fit's)."""
     device = model_device(model)
     forward = ClientForward.of(model, update)
     shared = [t.to(device) for t in update.tensors]
@@ -265,17 +278,34 @@ def _refine_jointly(
         tolerance_grad=1e-12, tolerance_change=1e-15,
     )
 
+    evaluations = 0
+
     def closure() -> torch.Tensor:
+        nonlocal evaluations
         optimizer.zero_grad()
         grads = forward.gradient(x, targets, create_graph=True)
         loss = sum(((g - s) ** 2).sum() for g, s in zip(grads, shared)) * scale
         if tv_weight:
             loss = loss + tv_weight * smooth_total_variation(x, smoothing)
         loss.backward()
+        evaluations += 1
+        if observer is not None and evaluations % 50 == 0:
+            observer(StepReport(iteration=numbered_from + evaluations, loss=float(loss.detach()),
+                                images=x.detach().float().clamp(0, 1), objective="joint refinement"))
         return loss
 
     optimizer.step(closure)
-    return x.detach().clamp(0, 1).cpu()
+    return x.detach().clamp(0, 1).cpu(), evaluations
+
+
+def _within_budget(iterations: int, budget: int, batch: int, *, least: int = 10) -> int:
+    """``iterations``, lowered so that ``batch`` x iterations stays within ``budget`` (at least ``least``).
+
+    Example:
+        >>> _within_budget(400, 400 * 16, 4), _within_budget(400, 400 * 16, 128), _within_budget(400, 6400, 10**6)
+        (400, 50, 10)
+    """
+    return max(least, min(iterations, -(-budget // batch)))
 
 
 def _determined(conv: nn.Conv2d, in_shape: tuple[int, int, int], batch: int, *, margin: float = 1.25) -> bool:
