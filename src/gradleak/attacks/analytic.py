@@ -190,6 +190,9 @@ class AnalyticInversion(BaseAttack):
         activation = features.reshape(batch, *out_shape)
         d_activation = d_features.reshape(batch, *out_shape)
         iterations_used = 0
+        # Progress every 50 evaluations for small batches, more often for large ones, where one
+        # evaluation takes about a second (batch 128): the bar moves every few seconds.
+        report_every = max(1, 800 // batch)
         fit_evaluations = 0  # the iterative part (the prior fit); the closed-form walk is one step
         remaining = len(convs)
         # Walk down while each layer's equations determine its input; stop where they do not.
@@ -210,7 +213,7 @@ class AnalyticInversion(BaseAttack):
                     convs[:remaining], known, d_known, grad_of, (batch, *update.input_shape),
                     prior_weight=weight, smoothing=self.prior_smoothing,
                     iterations=_within_budget(self.fit_iterations, self.fit_budget, batch),
-                    observer=observer, start=activation, numbered_from=fit_evaluations,
+                    observer=observer, start=activation, numbered_from=fit_evaluations, report_every=report_every,
                 )
                 iterations_used += used
                 fit_evaluations += used
@@ -222,7 +225,7 @@ class AnalyticInversion(BaseAttack):
             candidate, used = _refine_jointly(
                 model, update, images, labels, iterations=_within_budget(self.refine_iterations, self.refine_budget, batch),
                 tv_weight=self.prior_weights[-1] if self.prior_weights else 0.0, smoothing=self.prior_smoothing,
-                observer=observer, numbered_from=fit_evaluations,
+                observer=observer, numbered_from=fit_evaluations, report_every=report_every,
             )
             fit_evaluations += used
             candidate_error = relative_gradient_error(model, update, candidate, labels)
@@ -264,9 +267,10 @@ def _refine_jointly(
     smoothing: float,
     observer: StepObserver | None = None,
     numbered_from: int = 0,
+    report_every: int = 50,
 ) -> tuple[torch.Tensor, int]:
     """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``;
-    returns the images and the evaluations it took (reported every 50, as the prior fit's)."""
+    returns the images and the evaluations it took (reported every ``report_every``)."""
     device = model_device(model)
     forward = ClientForward.of(model, update)
     shared = [t.to(device) for t in update.tensors]
@@ -289,7 +293,7 @@ def _refine_jointly(
             loss = loss + tv_weight * smooth_total_variation(x, smoothing)
         loss.backward()
         evaluations += 1
-        if observer is not None and evaluations % 50 == 0:
+        if observer is not None and evaluations % report_every == 0:
             observer(StepReport(iteration=numbered_from + evaluations, loss=float(loss.detach()),
                                 images=x.detach().float().clamp(0, 1), objective="joint refinement"))
         return loss
@@ -333,6 +337,7 @@ def _fit_with_prior(
     observer: StepObserver | None,
     start: torch.Tensor | None = None,
     numbered_from: int = 0,
+    report_every: int = 50,
 ) -> tuple[torch.Tensor, int]:
     """Inputs of the lowest ``convs`` whose output is ``activation`` and whose gradients match.
 
@@ -383,7 +388,7 @@ def _fit_with_prior(
         value = objective(x)
         value.backward()
         evaluations += 1
-        if observer is not None and evaluations % 50 == 0:
+        if observer is not None and evaluations % report_every == 0:
             observer(StepReport(iteration=numbered_from + evaluations, loss=float(value.detach()),
                                 images=x.detach().float().clamp(0, 1), objective="gradient fit + TV prior"))
         return value
