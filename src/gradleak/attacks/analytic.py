@@ -125,13 +125,14 @@ class AnalyticInversion(BaseAttack):
     # confidently classified image make the head's un-mixing ill-conditioned.
     refine_above: float = 1e-5
     refine_iterations: int = 1000
-    # Work budgets of those two L-BFGS stages, in sample-evaluations: a stage runs at most
-    # budget / batch iterations, so its time stays bounded as the batch grows. Batches up to 16
-    # keep every iteration they had; at batch 128 (CIFAR-100 LeNet, float64) one prior-fit
-    # evaluation took 0.94 s and one refinement evaluation 0.21 s, so the full counts (~1,500 and
-    # ~1,250 evaluations) took ~28 min on the loaded 2-core machine (issue 21).
-    fit_budget: int = 400 * 16
-    refine_budget: int = 1000 * 16
+    # Work budgets of those two L-BFGS stages, in input values evaluated (an evaluation costs about
+    # batch x pixels): a stage runs at most budget / (batch x pixels) iterations, so its time stays
+    # bounded as the batch grows. CIFAR batches up to 16 (MNIST up to 62) keep every iteration they
+    # had; at batch 128 (CIFAR-100 LeNet, float64) one prior-fit evaluation took 0.94 s and one
+    # refinement evaluation 0.21 s, so the full counts (~1,500 and ~1,250 evaluations) took ~28 min
+    # on the loaded 2-core machine (issue 21).
+    fit_budget: int = 400 * 16 * 3072
+    refine_budget: int = 1000 * 16 * 3072
     # The noise model of a defended update (gradleak.attacks.noise_model): weights the head's
     # equations by their noise, so value-dependent rounding (fp16) is averaged over all rows.
     noise: NoiseModel | None = None
@@ -193,6 +194,7 @@ class AnalyticInversion(BaseAttack):
         # Progress every 50 evaluations for small batches, more often for large ones, where one
         # evaluation takes about a second (batch 128): the bar moves every few seconds.
         report_every = max(1, 800 // batch)
+        work = batch * math.prod(update.input_shape)  # input values one evaluation of a stage touches
         fit_evaluations = 0  # the iterative part (the prior fit); the closed-form walk is one step
         remaining = len(convs)
         # Walk down while each layer's equations determine its input; stop where they do not.
@@ -212,7 +214,7 @@ class AnalyticInversion(BaseAttack):
                 activation, used = _fit_with_prior(
                     convs[:remaining], known, d_known, grad_of, (batch, *update.input_shape),
                     prior_weight=weight, smoothing=self.prior_smoothing,
-                    iterations=_within_budget(self.fit_iterations, self.fit_budget, batch),
+                    iterations=_within_budget(self.fit_iterations, self.fit_budget, work),
                     observer=observer, start=activation, numbered_from=fit_evaluations, report_every=report_every,
                 )
                 iterations_used += used
@@ -223,7 +225,7 @@ class AnalyticInversion(BaseAttack):
         refined = False
         if batch > 1 and error > self.refine_above:
             candidate, used = _refine_jointly(
-                model, update, images, labels, iterations=_within_budget(self.refine_iterations, self.refine_budget, batch),
+                model, update, images, labels, iterations=_within_budget(self.refine_iterations, self.refine_budget, work),
                 tv_weight=self.prior_weights[-1] if self.prior_weights else 0.0, smoothing=self.prior_smoothing,
                 observer=observer, numbered_from=fit_evaluations, report_every=report_every,
             )
@@ -302,14 +304,14 @@ def _refine_jointly(
     return x.detach().clamp(0, 1).cpu(), evaluations
 
 
-def _within_budget(iterations: int, budget: int, batch: int, *, least: int = 10) -> int:
-    """``iterations``, lowered so that ``batch`` x iterations stays within ``budget`` (at least ``least``).
+def _within_budget(iterations: int, budget: int, work: int, *, least: int = 10) -> int:
+    """``iterations``, lowered so that ``work`` x iterations stays within ``budget`` (at least ``least``).
 
     Example:
         >>> _within_budget(400, 400 * 16, 4), _within_budget(400, 400 * 16, 128), _within_budget(400, 6400, 10**6)
         (400, 50, 10)
     """
-    return max(least, min(iterations, -(-budget // batch)))
+    return max(least, min(iterations, -(-budget // work)))
 
 
 def _determined(conv: nn.Conv2d, in_shape: tuple[int, int, int], batch: int, *, margin: float = 1.25) -> bool:
