@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from gradleak.errors import GradleakError
+from gradleak.sweep.axes import GridAxes, fitting_models, read_grid, read_header
 from gradleak.sweep.plan import PlannedRun, SweepPlan
 from gradleak.sweep.run_ids import attack_identity, run_id_for
 from gradleak.sweep.utility_axis import expand_utility
@@ -16,13 +17,10 @@ from gradleak.sweep.values import (
     dataclass_defaults,
     defense_entries,
     defense_label,
-    is_plain_name,
     refuse_unknown_keys,
-    strings,
     typed_value,
     whole_numbers,
 )
-from gradleak.sweep.weights_axis import weights_entries
 
 GRID_KEYS = (
     "datasets", "models", "attacks", "scenarios", "defenses", "batch_sizes", "indices", "seeds", "local_steps",
@@ -38,7 +36,6 @@ RUN_FORBIDDEN = {
 
 
 SWEEP_RUN_DEFAULTS: dict[str, Any] = {"device": "cpu", "download": False, "save_final": True}
-DEFAULT_SUCCESS_PSNR = 30.0
 DEFAULT_MAX_RUNS = 100_000  # runs a grid may expand to unless raised (gradleak sweep --max-runs)
 
 
@@ -56,10 +53,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     that gives the count and how to raise the limit, before anything is expanded.
     """
     from gradleak.attacks import ATTACKS
-    from gradleak.data import get_spec
     from gradleak.experiment import RunConfig
-    from gradleak.models import MODELS, default_model
-    from gradleak.scenarios import SCENARIOS
 
     if not isinstance(data, Mapping):
         raise GradleakError(f"{where}: expected TOML tables {', '.join(TABLES)}")
@@ -73,43 +67,8 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
     refuse_unknown_keys(list(sweep), SWEEP_KEYS, "[sweep]", where)
     refuse_unknown_keys(list(grid), GRID_KEYS, "[grid]", where)
     refuse_unknown_keys(list(run), valid_run_keys(), "[run]", where)
-
-    name = sweep.get("name", default_name)
-    if not isinstance(name, str) or not name.strip():
-        raise GradleakError(f"{where}: sweep.name must be a non-empty string")
-    if not is_plain_name(name.strip()):
-        raise GradleakError(
-            f"{where}: sweep.name {name.strip()!r} is not a plain folder name (the sweep goes to sweeps/<name>): "
-            "use letters, digits, '-', '_', '.' or spaces, without '/', '\\' or '..'"
-        )
-    description = sweep.get("description", "")
-    if not isinstance(description, str):
-        raise GradleakError(f"{where}: sweep.description must be a string")
-    success = sweep.get("success_psnr", DEFAULT_SUCCESS_PSNR)
-    if isinstance(success, bool) or not isinstance(success, (int, float)):
-        raise GradleakError(f"{where}: sweep.success_psnr must be a number of dB (got {success!r})")
-
-    if "datasets" not in grid:
-        raise GradleakError(f"{where}: [grid] needs datasets, e.g. datasets = [\"mnist\"]")
-    datasets = [get_spec(d).name for d in strings(grid["datasets"], "grid.datasets", where)]
-    models = strings(grid.get("models", ["default"]), "grid.models", where)
-    for m in models:
-        if m != "default":
-            MODELS.get(m)
-    attacks = strings(grid.get("attacks", ["idlg"]), "grid.attacks", where)
-    for a in attacks:
-        ATTACKS.get(a)
-    scenarios = strings(grid.get("scenarios", ["fedsgd"]), "grid.scenarios", where)
-    for s in scenarios:
-        SCENARIOS.get(s)
-    defenses = defense_entries(grid.get("defenses", ["none"]), "grid.defenses", where)
-    batch_sizes = whole_numbers(grid.get("batch_sizes", [1]), "grid.batch_sizes", where, low=1)
-    indices = whole_numbers(grid.get("indices", [0]), "grid.indices", where, low=0)
-    seeds = whole_numbers(grid.get("seeds", [1234]), "grid.seeds", where, low=0)
-    local_steps = whole_numbers(grid.get("local_steps", [1]), "grid.local_steps", where, low=1)
-    client_counts = whole_numbers(grid.get("clients", [0]), "grid.clients", where, low=0 if "clients" not in grid else 1)
-    bin_counts = whole_numbers(grid.get("bins", [0]), "grid.bins", where, low=0 if "bins" not in grid else 2)
-    weights = weights_entries(grid.get("weights", ["none"]), where)
+    header = read_header(sweep, default_name, where)
+    axes = read_grid(grid, where)
 
     run_defaults = dataclass_defaults(RunConfig)
     fixed: dict[str, Any] = dict(SWEEP_RUN_DEFAULTS)
@@ -122,55 +81,71 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
         refuse_unknown_keys(list(table), valid_run_keys(), f"[per_attack.{attack_name}]", where)
         per_attack[attack_name] = run_settings(table, f"per_attack.{attack_name}", run_defaults, where)
 
-    runs: list[PlannedRun] = []
     seen: set[str] = set()
     skipped: list[str] = []
-    fitting_models: dict[str, list[str]] = {}
-    for dataset in datasets:
-        spec = get_spec(dataset)
-        fitting = fitting_models.setdefault(dataset, [])
-        for model in models:
-            resolved = default_model(spec.channels, spec.image_size) if model == "default" else model
-            model_spec = MODELS.get(resolved)
-            if model_spec.channels is not None and (model_spec.channels, model_spec.image_size) != (spec.channels, spec.image_size):
-                skipped.append(f"model {resolved} does not fit {dataset} ({spec.channels}x{spec.image_size}x{spec.image_size})")
-                continue
-            if resolved not in fitting:
-                fitting.append(resolved)
+    fitting = fitting_models(axes, skipped)
     # Count before expanding: a product of axis lengths is instant, the expansion is not.
-    scenario_axes = {"local_steps": local_steps, "clients": client_counts, "bins": bin_counts}
+    count = _count_runs(axes, fitting, data.get("utility"), where)
+    if max_runs is not None and count > max_runs:
+        sizes = " x ".join(f"{n} {k}" for k, n in (
+            ("datasets", len(axes.datasets)), ("models", len(axes.models)), ("attacks", len(axes.attacks)),
+            ("scenarios", len(axes.scenarios)), ("defenses", len(axes.defenses)), ("batch sizes", len(axes.batch_sizes)),
+            ("indices", len(axes.indices)), ("seeds", len(axes.seeds)), ("local steps", len(axes.local_steps)),
+        ) if n > 1) or "1"
+        raise GradleakError(
+            f"{where}: the grid has {count:,} runs ({sizes}), more than the limit of {max_runs:,}: "
+            f"shrink the grid, or pass --max-runs {count} to expand it anyway"
+        )
+    settings = {**run_defaults, **fixed}
+    runs = _attack_runs(axes, fitting, settings, per_attack, run_defaults, seen, skipped)
+    if "utility" in data:
+        runs.extend(expand_utility(dict(data["utility"]), axes.defenses, fixed, where, seen))
+    if not runs:
+        raise GradleakError(f"{where}: the grid expands to no runs ({'; '.join(skipped) or 'empty grid'})")
+    return SweepPlan(
+        name=header.name, description=header.description, success_psnr=header.success_psnr, runs=runs, skipped=skipped
+    )
 
-    def settings_of(scenario: str) -> int:  # the axes a scenario reads (uneven client splits are skipped later)
+
+def _count_runs(axes: GridAxes, fitting: Mapping[str, list[str]], utility: Any, where: str) -> int:
+    """How many runs the grid (and the utility table) expands to, at most (uneven client splits
+    and misfitting checkpoints are skipped later)."""
+    from gradleak.scenarios import SCENARIOS
+
+    scenario_axes = {"local_steps": axes.local_steps, "clients": axes.clients, "bins": axes.bins}
+
+    def settings_of(scenario: str) -> int:  # the axes a scenario reads
         count = 1
         for setting in SCENARIOS.get(scenario).run_settings:
             count *= len(scenario_axes.get(setting, [None]))
         return count
 
-    per_model = len(attacks) * len(defenses) * len(batch_sizes) * len(indices) * len(seeds) * sum(
-        settings_of(s) for s in scenarios
+    per_model = len(axes.attacks) * len(axes.defenses) * len(axes.batch_sizes) * len(axes.indices) * len(axes.seeds) * sum(
+        settings_of(s) for s in axes.scenarios
     )
-    count = per_model * sum(len(f) for f in fitting_models.values()) * len(weights)
-    utility = data.get("utility")
+    count = per_model * sum(len(f) for f in fitting.values()) * len(axes.weights)
     if isinstance(utility, Mapping):
-        trained = defense_entries(utility["defenses"], "utility.defenses", where) if "defenses" in utility else defenses
+        trained = defense_entries(utility["defenses"], "utility.defenses", where) if "defenses" in utility else axes.defenses
         seeds_trained = whole_numbers(utility.get("seeds", [0]), "utility.seeds", where, low=0)
         count += len(seeds_trained) * (len(trained) + ([] not in trained))  # + the undefended baseline
-    if max_runs is not None and count > max_runs:
-        axes = " x ".join(f"{n} {k}" for k, n in (
-            ("datasets", len(datasets)), ("models", len(models)), ("attacks", len(attacks)),
-            ("scenarios", len(scenarios)), ("defenses", len(defenses)), ("batch sizes", len(batch_sizes)),
-            ("indices", len(indices)), ("seeds", len(seeds)), ("local steps", len(local_steps)),
-        ) if n > 1) or "1"
-        raise GradleakError(
-            f"{where}: the grid has {count:,} runs ({axes}), more than the limit of {max_runs:,}: "
-            f"shrink the grid, or pass --max-runs {count} to expand it anyway"
-        )
-    for dataset in datasets:
+    return count
+
+
+def _attack_runs(
+    axes: GridAxes, fitting: Mapping[str, list[str]], settings: Mapping[str, Any],
+    per_attack: Mapping[str, Mapping[str, Any]], run_defaults: Mapping[str, Any], seen: set[str], skipped: list[str],
+) -> list[PlannedRun]:
+    """One run per point of the grid that fits (what does not fit is added to ``skipped``), each
+    with its stable id; a point whose id is already in ``seen`` is the same run and is left out."""
+    from gradleak.data import get_spec
+    from gradleak.scenarios import SCENARIOS
+
+    runs: list[PlannedRun] = []
+    for dataset in axes.datasets:
         spec = get_spec(dataset)
-        fitting = fitting_models[dataset]
         for model, checkpoint, attack, scenario, specs, batch, start, seed, steps, clients, bins in itertools.product(
-            fitting, weights, attacks, scenarios, defenses, batch_sizes, indices, seeds, local_steps, client_counts,
-            bin_counts,
+            fitting[dataset], axes.weights, axes.attacks, axes.scenarios, axes.defenses, axes.batch_sizes, axes.indices,
+            axes.seeds, axes.local_steps, axes.clients, axes.bins,
         ):
             if checkpoint is not None:
                 reason = checkpoint.misfit(model, spec)
@@ -187,7 +162,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 if why not in skipped:
                     skipped.append(why)
                 continue
-            config = {**run_defaults, **fixed, **per_attack.get(attack, {})}
+            config = {**settings, **per_attack.get(attack, {})}
             config.update(
                 dataset=dataset,
                 indices=list(range(start, start + batch)),
@@ -208,7 +183,7 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
             if run_id in seen:
                 continue
             seen.add(run_id)
-            axes = {
+            point = {
                 "dataset": dataset,
                 "model": model,
                 "attack": attack,
@@ -228,15 +203,8 @@ def expand(data: Mapping[str, Any], *, default_name: str = "sweep", where: str =
                 f"{defense_label(specs)}/b{batch}/i{start}/s{seed}"
                 + (f"/w-{checkpoint.label}" if checkpoint is not None else "")
             )
-            runs.append(PlannedRun(run_id=run_id, kind="attack", label=label, config=config, axes=axes))
-
-    if "utility" in data:
-        runs.extend(expand_utility(dict(data["utility"]), defenses, fixed, where, seen))
-    if not runs:
-        raise GradleakError(f"{where}: the grid expands to no runs ({'; '.join(skipped) or 'empty grid'})")
-    return SweepPlan(
-        name=name.strip(), description=description, success_psnr=float(success), runs=runs, skipped=skipped
-    )
+            runs.append(PlannedRun(run_id=run_id, kind="attack", label=label, config=config, axes=point))
+    return runs
 
 
 def scenario_label(scenario: str, *, clients: int | None = None, bins: int | None = None) -> str:

@@ -93,7 +93,8 @@ from pathlib import Path
 from typing import Any
 
 from gradleak.errors import GradleakError
-from gradleak.sweep.expand import DEFAULT_MAX_RUNS, DEFAULT_SUCCESS_PSNR, expand, scenario_label, valid_run_keys
+from gradleak.sweep.axes import DEFAULT_SUCCESS_PSNR
+from gradleak.sweep.expand import DEFAULT_MAX_RUNS, expand, scenario_label, valid_run_keys
 from gradleak.sweep.plan import PlannedRun, SweepPlan
 from gradleak.sweep.run_ids import SCHEMA_VERSION, attack_identity, run_id_for
 from gradleak.sweep.values import canonical_defenses, defense_label, is_plain_name
