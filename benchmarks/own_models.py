@@ -10,7 +10,8 @@ patch-embedding transformer (4x4 patches, width 128, 2 GELU encoder blocks, Laye
 bundled CIFAR-10 test images from ``--offset``: batch 1 each of ``--images`` images alone, batch 4
 the ``--groups`` consecutive groups of 4. Every attack gets the same FedSGD update and the same seed:
 ``dlg`` (the original L-BFGS with its stall guard, ``--dlg-iters``), ``ig`` (Inverting Gradients,
-``--iters``, ``--restarts``) and ``auto`` (same budget as ``ig``). PSNR/SSIM after matching
+``--iters``, ``--restarts``) and ``auto`` (same budget as ``ig``, plus ``--layerwise-iters`` for its
+layer-wise solve where that applies: one image through a chain of layers, e.g. the ConvNet-BN). PSNR/SSIM after matching
 reconstructions to images; seconds are the attack's own wall time.
 
 Resumable: each finished (model, batch, images, attack) row is appended to ``OUT/rows.jsonl`` and
@@ -44,17 +45,23 @@ ATTACK_NAMES = ("dlg", "ig", "auto")
 class ConvNetBN(nn.Module):
     """3 conv layers (32/64/64 channels, 3x3), BatchNorm, ReLU, 2x2 max pooling after the last two."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32)) -> None:
         super().__init__()
+        channels, height, width = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(64 * 8 * 8, num_classes)
+        self.head = nn.Linear(64 * (height // 4) * (width // 4), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
+
+
+def convnet_bn(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """The ConvNet-BN for ``gradleak run --model benchmarks/own_models.py:convnet_bn`` (train mode)."""
+    return ConvNetBN(num_classes, input_shape).train()
 
 
 class BasicBlock(nn.Module):
@@ -148,7 +155,7 @@ def attack(name: str, args: argparse.Namespace) -> object:
         return DLG(iterations=args.dlg_iters)
     if name == "ig":
         return InvertingGradients(iterations=args.iters, restarts=args.restarts)
-    return Auto(iterations=args.iters, restarts=args.restarts)
+    return Auto(iterations=args.iters, restarts=args.restarts, layerwise_iterations=args.layerwise_iters)
 
 
 def cases(args: argparse.Namespace) -> list[tuple[str, int, list[int]]]:
@@ -182,6 +189,7 @@ def run_case(
             "psnr": [s.psnr for s in score.per_image], "ssim": [s.ssim for s in score.per_image],
             "label_accuracy": score.label_accuracy, "seconds": result.seconds, "stop_reason": result.stop_reason,
             "auto_choice": result.extras.get("auto_choice"),
+            "relative_gradient_error": result.extras.get("relative_gradient_error"),
         }
         with (out / "rows.jsonl").open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -264,6 +272,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=200, help="Inverting Gradients' (and auto's) iterations")
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--dlg-iters", type=int, default=50)
+    parser.add_argument("--layerwise-iters", type=int, default=1000,
+                        help="auto's layer-wise solve (chains with a Linear head, one image; before its --iters of IG)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/own_models"))

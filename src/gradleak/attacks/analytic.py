@@ -125,6 +125,14 @@ class AnalyticInversion(BaseAttack):
     # confidently classified image make the head's un-mixing ill-conditioned.
     refine_above: float = 1e-5
     refine_iterations: int = 1000
+    # Work budgets of those two L-BFGS stages, in input values evaluated (an evaluation costs about
+    # batch x pixels): a stage runs at most budget / (batch x pixels) iterations, so its time stays
+    # bounded as the batch grows. CIFAR batches up to 26 (MNIST up to 101, so the issue-12 MNIST
+    # batch of 100 keeps its figure) keep every iteration they had; at batch 128 (CIFAR-100 LeNet, float64) one prior-fit evaluation took 0.94 s and one
+    # refinement evaluation 0.21 s, so the full counts (~1,500 and ~1,250 evaluations) took ~28 min
+    # on the loaded 2-core machine (issue 21).
+    fit_budget: int = 400 * 26 * 3072
+    refine_budget: int = 1000 * 26 * 3072
     # The noise model of a defended update (gradleak.attacks.noise_model): weights the head's
     # equations by their noise, so value-dependent rounding (fp16) is averaged over all rows.
     noise: NoiseModel | None = None
@@ -183,6 +191,10 @@ class AnalyticInversion(BaseAttack):
         activation = features.reshape(batch, *out_shape)
         d_activation = d_features.reshape(batch, *out_shape)
         iterations_used = 0
+        # Progress every 50 evaluations for small batches, more often for large ones, where one
+        # evaluation takes about a second (batch 128): the bar moves every few seconds.
+        report_every = max(1, 800 // batch)
+        work = batch * math.prod(update.input_shape)  # input values one evaluation of a stage touches
         fit_evaluations = 0  # the iterative part (the prior fit); the closed-form walk is one step
         remaining = len(convs)
         # Walk down while each layer's equations determine its input; stop where they do not.
@@ -201,8 +213,9 @@ class AnalyticInversion(BaseAttack):
             for weight in self.prior_weights:
                 activation, used = _fit_with_prior(
                     convs[:remaining], known, d_known, grad_of, (batch, *update.input_shape),
-                    prior_weight=weight, smoothing=self.prior_smoothing, iterations=self.fit_iterations,
-                    observer=observer, start=activation, numbered_from=fit_evaluations,
+                    prior_weight=weight, smoothing=self.prior_smoothing,
+                    iterations=_within_budget(self.fit_iterations, self.fit_budget, work),
+                    observer=observer, start=activation, numbered_from=fit_evaluations, report_every=report_every,
                 )
                 iterations_used += used
                 fit_evaluations += used
@@ -211,10 +224,12 @@ class AnalyticInversion(BaseAttack):
         error = relative_gradient_error(model, update, images, labels)
         refined = False
         if batch > 1 and error > self.refine_above:
-            candidate = _refine_jointly(
-                model, update, images, labels, iterations=self.refine_iterations,
+            candidate, used = _refine_jointly(
+                model, update, images, labels, iterations=_within_budget(self.refine_iterations, self.refine_budget, work),
                 tv_weight=self.prior_weights[-1] if self.prior_weights else 0.0, smoothing=self.prior_smoothing,
+                observer=observer, numbered_from=fit_evaluations, report_every=report_every,
             )
+            fit_evaluations += used
             candidate_error = relative_gradient_error(model, update, candidate, labels)
             if candidate_error < error:
                 images, error, refined = candidate, candidate_error, True
@@ -252,8 +267,12 @@ def _refine_jointly(
     iterations: int,
     tv_weight: float,
     smoothing: float,
-) -> torch.Tensor:
-    """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``."""
+    observer: StepObserver | None = None,
+    numbered_from: int = 0,
+    report_every: int = 50,
+) -> tuple[torch.Tensor, int]:
+    """L-BFGS on the whole gradient (squared L2, normalised; smooth TV), labels fixed, from ``images``;
+    returns the images and the evaluations it took (reported every ``report_every``)."""
     device = model_device(model)
     forward = ClientForward.of(model, update)
     shared = [t.to(device) for t in update.tensors]
@@ -265,17 +284,34 @@ def _refine_jointly(
         tolerance_grad=1e-12, tolerance_change=1e-15,
     )
 
+    evaluations = 0
+
     def closure() -> torch.Tensor:
+        nonlocal evaluations
         optimizer.zero_grad()
         grads = forward.gradient(x, targets, create_graph=True)
         loss = sum(((g - s) ** 2).sum() for g, s in zip(grads, shared)) * scale
         if tv_weight:
             loss = loss + tv_weight * smooth_total_variation(x, smoothing)
         loss.backward()
+        evaluations += 1
+        if observer is not None and evaluations % report_every == 0:
+            observer(StepReport(iteration=numbered_from + evaluations, loss=float(loss.detach()),
+                                images=x.detach().float().clamp(0, 1), objective="joint refinement"))
         return loss
 
     optimizer.step(closure)
-    return x.detach().clamp(0, 1).cpu()
+    return x.detach().clamp(0, 1).cpu(), evaluations
+
+
+def _within_budget(iterations: int, budget: int, work: int, *, least: int = 10) -> int:
+    """``iterations``, lowered so that ``work`` x iterations stays within ``budget`` (at least ``least``).
+
+    Example:
+        >>> _within_budget(400, 400 * 16, 4), _within_budget(400, 400 * 16, 128), _within_budget(400, 6400, 10**6)
+        (400, 50, 10)
+    """
+    return max(least, min(iterations, -(-budget // work)))
 
 
 def _determined(conv: nn.Conv2d, in_shape: tuple[int, int, int], batch: int, *, margin: float = 1.25) -> bool:
@@ -303,6 +339,7 @@ def _fit_with_prior(
     observer: StepObserver | None,
     start: torch.Tensor | None = None,
     numbered_from: int = 0,
+    report_every: int = 50,
 ) -> tuple[torch.Tensor, int]:
     """Inputs of the lowest ``convs`` whose output is ``activation`` and whose gradients match.
 
@@ -353,7 +390,7 @@ def _fit_with_prior(
         value = objective(x)
         value.backward()
         evaluations += 1
-        if observer is not None and evaluations % 50 == 0:
+        if observer is not None and evaluations % report_every == 0:
             observer(StepReport(iteration=numbered_from + evaluations, loss=float(value.detach()),
                                 images=x.detach().float().clamp(0, 1), objective="gradient fit + TV prior"))
         return value

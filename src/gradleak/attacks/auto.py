@@ -12,7 +12,11 @@
 3. When it does not explain an exact-looking gradient, refine it: iDLG's L-BFGS and Inverting
    Gradients, both warm-started from it; keep the candidate whose implied gradient is closer to
    the shared one.
-4. Otherwise (a deep/ReLU/BatchNorm model, a multi-step FedAvg change) run Inverting Gradients.
+4. One image's gradient through a chain of layers with a biased Linear head (a ReLU ConvNet with
+   BatchNorm, a VGG-style net: no residuals): :class:`~gradleak.attacks.layerwise.LayerwiseInversion`
+   from the exact head input, then Inverting Gradients warm-started from it; the candidate whose
+   implied gradient is closer to the shared one is kept (:meth:`Auto._layerwise`).
+5. Otherwise (a residual net, a batch, a multi-step FedAvg change) run Inverting Gradients.
 
 Before step 1, the closed forms for common research models (:data:`CLOSED_FORMS`): one image
 through a first biased Linear layer (an MLP: ``linear_input``) or through a ViT-style patch
@@ -37,12 +41,13 @@ from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error
 from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, as_gradient
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.ig import InvertingGradients
+from gradleak.attacks.layerwise import LayerwiseInversion, find_layer_chain
 from gradleak.attacks.linear_input import LinearInputInversion, first_linear_gradients
 from gradleak.attacks.patch_embedding import PatchEmbeddingInversion, find_patch_system
 from gradleak.attacks.noise_model import NOISE_SOURCES, noise_model, relative_noise_level
 from gradleak.attacks.posterior import MapInversion, noise_floor_verdict, posterior_energy
 from gradleak.errors import GradleakError
-from gradleak.objective import Loss
+from gradleak.objective import Loss, relative_update_error
 from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver
 
 # Closed-form attacks for common research models, tried first in this order: (name, attack class,
@@ -94,6 +99,8 @@ def explain(model: nn.Module, update: SharedUpdate) -> list[Applicability]:
     else:
         found.append(Applicability("analytic", not isinstance(layers, str), layers if isinstance(layers, str)
                                    else "a sigmoid conv net with a biased Linear head: solved layer by layer"))
+    chain = find_layer_chain(model, update)
+    found.append(Applicability("layerwise", not isinstance(chain, str), chain if isinstance(chain, str) else _LAYERWISE))
     shared_gradient = update.kind == "gradient"
     need = "needs a shared gradient (--scenario fedsgd)"
     found.append(Applicability("map", shared_gradient, "noise-aware; the choice for a defended gradient" if shared_gradient else need))
@@ -112,6 +119,8 @@ def describe(model: nn.Module, update: SharedUpdate) -> str:
     """:func:`explain` as lines for a terminal: ``+ name: why`` where it applies, ``- name: why`` where not."""
     return "\n".join(f"{'+' if a.applies else '-'} {a.attack}: {a.why}" for a in explain(model, update))
 
+
+_LAYERWISE = "one image through a chain of layers with a biased Linear head: solved from the exact head input"
 
 _EXACT = {
     "linear_input": "one image through a first biased Linear layer on the raw input: exact in closed form",
@@ -156,6 +165,7 @@ class Auto(BaseAttack):
     # image 0 under fp16 leaves 1.6e-5 at 31.0 dB and 500 MAP evaluations from it reach only 33.7 dB,
     # where the continuation from grey (1,500 evaluations) reaches ~44; the tuning photos leave 1.1-1.5e-6.
     near_exact_error: float = 5e-6
+    layerwise_iterations: int | None = None  # L-BFGS-B iterations of the layer-wise solve; None: ``iterations``
     name: str = "auto"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -183,7 +193,10 @@ class Auto(BaseAttack):
             return "ig", f"the update is a {update.local_steps}-step FedAvg change (no exact gradient)"
         layers = sigmoid_conv_layers(model)
         if isinstance(layers, str):
-            return "ig", layers
+            chain = find_layer_chain(model, update)
+            if not isinstance(chain, str):
+                return "layerwise", _LAYERWISE
+            return "ig", f"{layers}; {chain}"
         what = "one image's gradient" if gradient.batch_size == 1 else f"the gradient of a batch of {gradient.batch_size}"
         return "analytic", f"{what} through a sigmoid conv net with a biased Linear head"
 
@@ -210,6 +223,8 @@ class Auto(BaseAttack):
             result.extras.update(auto_choice="spear", auto_reason=reason)
             result.stop_reason = f"{result.stop_reason} (auto: {reason})"
             return result
+        if first == "layerwise":
+            return self._layerwise(model, update, reason, generator, observer)
         gradient = as_gradient(update)
         analytic: AttackResult | None = None
         if first == "analytic":
@@ -255,6 +270,41 @@ class Auto(BaseAttack):
             f"from it: {ig_error:.1e}): {analytic.stop_reason}"
         )
         return analytic
+
+    def _layerwise(
+        self, model: nn.Module, update: SharedUpdate, reason: str, generator: torch.Generator | None,
+        observer: StepObserver | None,
+    ) -> AttackResult:
+        """The layer-wise solve, then Inverting Gradients from it (and its own restarts); the
+        candidate whose implied update is closer to the shared one is kept (no ground truth)."""
+        layerwise = LayerwiseInversion(iterations=self.layerwise_iterations or self.iterations, loss=self.loss).run(
+            model, update, observer=observer
+        )
+        layerwise_error = layerwise.extras["relative_gradient_error"]
+        layerwise.extras.update(auto_choice="layerwise", auto_reason=reason)
+        if layerwise_error <= self.accept_error:
+            layerwise.stop_reason = f"{layerwise.stop_reason} (auto: {reason})"
+            return layerwise
+        refined = InvertingGradients(
+            iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts, init=layerwise.images,
+            loss=self.loss,
+        ).run(model, update, generator=generator, observer=observer)
+        refined_error = relative_update_error(model, update, refined.images, refined.labels, loss=self.loss)
+        iterations = layerwise.iterations + refined.iterations  # both ran (and are on the curve)
+        if refined_error < layerwise_error:
+            refined.extras.update(auto_choice="ig_from_layerwise", auto_reason=(
+                f"{reason}; Inverting Gradients from it explains the update better ({refined_error:.1e} < "
+                f"{layerwise_error:.1e})"), layerwise_relative_gradient_error=layerwise_error)
+            refined.stop_reason = (f"{refined.stop_reason} (Inverting Gradients from the layer-wise solve: relative "
+                                   f"gradient error {refined_error:.1e} vs {layerwise_error:.1e})")
+            best = refined
+        else:
+            layerwise.extras["ig_relative_gradient_error"] = refined_error
+            layerwise.stop_reason = (f"{layerwise.stop_reason} (auto: {reason}; kept over Inverting Gradients "
+                                     f"from it, relative gradient error {refined_error:.1e})")
+            best = layerwise
+        best.iterations = iterations
+        return best
 
     def _closed_form(
         self, model: nn.Module, update: SharedUpdate, first: str, reason: str, observer: StepObserver | None

@@ -37,9 +37,9 @@ def cmd_inspect(argv: Sequence[str]) -> int:
     if args.batch_size is not None and (args.model is None or args.batch_size < 1):
         raise GradleakError(f"--batch-size {args.batch_size} needs --model NAME and a batch of at least 1")
     if args.path is not None:
-        state = load_state(args.path)
+        state = load_state(args.path)  # read a chunk at a time by the checks
         findings = inspect_state(state)
-        what = f"{args.path} ({len(state)} tensors)"
+        what = state.description
     elif args.model is not None:
         model = _build(args)
         findings = inspect_model(model)

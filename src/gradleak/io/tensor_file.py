@@ -18,8 +18,9 @@ MAX_HEADER_BYTES = 100 * 2**20  # the safetensors format's own limit on the head
 SAFE_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL"}
 
 
-def read_safetensors_header(path: Path, *, what: str) -> tuple[dict[str, Any], int]:
-    """The parsed header of a safetensors file and the file's size; ``what`` names the file in errors."""
+def read_safetensors_header(path: Path, *, what: str, dtypes: frozenset[str] | set[str] = SAFE_DTYPES) -> tuple[dict[str, Any], int]:
+    """The parsed header of a safetensors file and the file's size; ``what`` names the file in errors,
+    ``dtypes`` the tensor dtypes accepted."""
     path = Path(path)
     if not path.is_file():
         kind = "does not exist" if not path.exists() else "is not a regular file"
@@ -45,14 +46,14 @@ def read_safetensors_header(path: Path, *, what: str) -> tuple[dict[str, Any], i
             if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
                 raise GradleakError(f"{what} {path} has a damaged header (__metadata__ must map names to strings)")
             continue
-        _check_entry(path, what, name, entry, data_size)
+        _check_entry(path, what, name, entry, data_size, dtypes)
     return header, size
 
 
-def _check_entry(path: Path, what: str, name: str, entry: Any, data_size: int) -> None:
+def _check_entry(path: Path, what: str, name: str, entry: Any, data_size: int, dtypes: frozenset[str] | set[str]) -> None:
     ok = (
         isinstance(entry, dict)
-        and entry.get("dtype") in SAFE_DTYPES
+        and entry.get("dtype") in dtypes
         and isinstance(entry.get("shape"), list)
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in entry["shape"])
         and isinstance(entry.get("data_offsets"), list)
