@@ -51,6 +51,9 @@ class ReluLinearChain:
     head: nn.Linear
 
 
+_RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
+
+
 def find_relu_linear_chain(model: nn.Module) -> ReluLinearChain | str:
     """The model's first ``(Linear|Conv2d) → ReLU → Linear`` chain starting at its input, else why not.
 
@@ -59,10 +62,13 @@ def find_relu_linear_chain(model: nn.Module) -> ReluLinearChain | str:
         >>> chain = find_relu_linear_chain(MLP(width=16))
         >>> chain.linear.in_features, chain.head.out_features
         (16, 10)
+        >>> find_relu_linear_chain(nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))).head.out_features
+        2
         >>> find_relu_linear_chain(nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2)))
         'the first layer is not followed by a ReLU'
     """
-    leaves = [m for m in model.modules() if len(list(m.children())) == 0]
+    # Reshaping leaves (a leading nn.Flatten, Identity) change no value, so they do not break the chain.
+    leaves = [m for m in model.modules() if len(list(m.children())) == 0 and not isinstance(m, _RESHAPES)]
     if len(leaves) < 3 or not isinstance(leaves[-1], nn.Linear):
         return "the model does not end in a Linear layer"
     below, act, linear = leaves[0], leaves[1], leaves[2]
