@@ -12,7 +12,11 @@ blocks the span attack compares candidate inputs against that span, so each fami
 * ``causal``: whether position ``t`` sees only tokens ``≤ t`` (decoders);
 * ``extend(prefixes, candidates, dtype)`` (decoders): block 1's projection input at the next
   position for every prefix followed by every candidate token, computing block 0 for that one
-  new position only (the prefixes' keys and values are shared), the attack's inner loop.
+  new position only (the prefixes' keys and values are shared), the attack's inner loop;
+* ``at_position(seqs, t, candidates, dtype)`` (encoders): block 1's projection input at position
+  ``t`` of every sequence with every candidate token placed at ``t`` (the other positions as
+  given; id ``-1`` = not yet known, a zero word embedding), block 0 computed for position ``t``
+  only: the encoder search's inner loop.
 
 Families register themselves under ``transformers``' ``model_type`` (``gpt2``, ``bert``). The
 float64 copy holds only the embeddings and block 0 (a few million parameters even at GPT-2 small's
@@ -48,6 +52,7 @@ class LayerInputs:
     causal: bool
     width: int
     extend: Callable[[torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor] | None = None
+    at_position: Callable[[torch.Tensor, int, torch.Tensor, torch.dtype], torch.Tensor] | None = None
 
 
 LAYER_INPUTS: Registry[Callable[[Any], LayerInputs]] = Registry("span-attack model family")
@@ -169,7 +174,48 @@ def _bert(model: Any) -> LayerInputs:
         with torch.no_grad():
             return small(input_ids=ids, attention_mask=mask).last_hidden_state
 
-    return LayerInputs(projection_gradient, first_inputs, second_inputs, False, config.hidden_size)
+    copies = {torch.float64: small}
+
+    def at_position(seqs: torch.Tensor, t: int, candidates: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in copies:  # float32 ranks candidates; acceptance is re-checked in float64
+            copies[dtype] = copy.deepcopy(small).to(dtype)
+        return _bert_at_position(copies[dtype], seqs, t, candidates)
+
+    return LayerInputs(projection_gradient, first_inputs, second_inputs, False, config.hidden_size,
+                       at_position=at_position)
+
+
+def _bert_at_position(small: Any, seqs: torch.Tensor, t: int, candidates: torch.Tensor) -> torch.Tensor:
+    """``(F, K, d)``: block 1's input at position ``t`` of sequence ``f`` (``(F, n)`` ids, ``-1`` =
+    unknown) with token ``k`` at ``t``.
+
+    BERT's layer 0 written out for one position (post-LayerNorm, bidirectional, eager): the other
+    positions' keys and values are computed once per sequence and shared by all candidates;
+    ``tests/text`` checks it against ``transformers``' own forward.
+    """
+    emb = small.embeddings
+    layer = small.encoder.layer[0]
+    sa = layer.attention.self
+    heads, dh = sa.num_attention_heads, sa.attention_head_size
+    f_count, n = seqs.shape
+    words = emb.word_embeddings.weight
+    offset = emb.position_embeddings.weight[:n] + emb.token_type_embeddings.weight[0]
+    with torch.no_grad():
+        known = (seqs >= 0).unsqueeze(-1)
+        x = emb.LayerNorm(torch.where(known, words[seqs.clamp_min(0)], 0.0) + offset)  # (F, n, d)
+        k_seq = sa.key(x).reshape(f_count, n, heads, dh)
+        v_seq = sa.value(x).reshape(f_count, n, heads, dh)
+        x_new = emb.LayerNorm(words[candidates] + offset[t])  # (K, d)
+        q, k, v = (lin(x_new).reshape(-1, heads, dh) for lin in (sa.query, sa.key, sa.value))
+        scores = torch.einsum("khd,fjhd->fkhj", q, k_seq) * sa.scaling
+        scores[..., t] = (q * k).sum(-1)[None] * sa.scaling
+        a = scores.softmax(-1)
+        own = a[..., t : t + 1].clone()
+        a[..., t] = 0.0
+        context = torch.einsum("fkhj,fjhd->fkhd", a, v_seq) + own * v[None]
+        out = layer.attention.output
+        h = out.LayerNorm(out.dense(context.reshape(f_count, -1, heads * dh)) + x_new[None])
+        return layer.output.LayerNorm(layer.output.dense(layer.intermediate(h)) + h)
 
 
 LAYER_INPUTS.register("gpt2", _gpt2)

@@ -46,6 +46,7 @@ from gradleak.text.attack import EXACT_RELATIVE_L2, TextAttackResult, TextObserv
 from gradleak.text.client import TextUpdate, _loss_gradient
 from gradleak.text.layer_inputs import LayerInputs, layer_inputs
 from gradleak.text.span import InputSpan, input_span, noise_threshold, span_distance
+from gradleak.text.span_encoder import decode_encoder
 
 RANK_MARGIN = 20  # tokens per batch ≤ width − RANK_MARGIN: the span test still discriminates
 
@@ -58,15 +59,17 @@ class SpanAttackConfig:
         threshold: relative distance below which an input counts as in the span; ``None``: from
             the noise model (``EXACT_THRESHOLD`` for an exact gradient).
         chunk: candidate sequences per forward pass (memory against speed).
-        beam: encoders: prefixes kept per step and sentence.
-        sweeps: encoders: at most this many whole-sentence sweeps.
+        starts: encoders: random starting sentences per sentence still missing, per round.
+        rounds: encoders: at most this many rounds of random starts.
+        sweeps: encoders: at most this many position-by-position refinement sweeps per start.
         noise_source: ``auto``, ``published`` or ``estimated`` (see the noise model).
     """
 
     threshold: float | None = None
     chunk: int = 2048
-    beam: int = 4
-    sweeps: int = 4
+    starts: int = 6
+    rounds: int = 4
+    sweeps: int = 8
     noise_source: str = "auto"
 
 
@@ -150,19 +153,6 @@ def _token_candidates(
         order = torch.argsort(d[keep])
         out.append(tokens[keep][order])
     return out
-
-
-def _distances_at(
-    setup: _Setup, seqs: torch.Tensor, mask: torch.Tensor, where: torch.Tensor, chunk: int
-) -> torch.Tensor:
-    """Block-1 span distance of each sequence's input at position ``where[i]``."""
-    out = []
-    rows = torch.arange(seqs.shape[0], device=seqs.device)
-    per = max(1, chunk)
-    for s in range(0, seqs.shape[0], per):
-        x = setup.inputs.second_inputs(seqs[s : s + per], mask[s : s + per])
-        out.append(span_distance(setup.span2.basis, x[rows[s : s + per] - s, where[s : s + per]]))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def _decode_decoder(
@@ -263,60 +253,6 @@ def _match_lengths(
     return out
 
 
-def _decode_encoder(
-    setup: _Setup, update: TextUpdate, special: dict[str, int], cands: list[torch.Tensor],
-    config: SpanAttackConfig, device: torch.device, notes: list[str],
-) -> list[list[int]]:
-    """A left-to-right beam over prefixes, then whole-sentence sweeps, per sentence.
-
-    Block 1's input at a position depends on the whole sentence here, so a prefix is scored by
-    its last position in its own (incomplete) context: a ranking, not an exact test. The sweeps
-    then score complete sentences (largest distance over positions) and change one position at a
-    time while that lowers the score.
-    """
-    content = [n - 2 for n in update.lengths]
-    width = max(config.beam, len(content))
-    frontier: list[list[int]] = [[special["cls"]]]
-    nodes: dict[int, list[tuple[list[int], float, bool]]] = {}
-    for t in range(1, max(content) + 1):
-        pool = cands[t] if cands[t].numel() else cands[0]
-        seqs = torch.tensor([f + [int(v)] for f in frontier for v in pool], device=device)
-        d = _distances_at(setup, seqs, torch.ones_like(seqs),
-                          torch.full((seqs.shape[0],), t, device=device), config.chunk)
-        best = torch.argsort(d)[:width]
-        frontier = [seqs[int(i)].tolist() for i in best]
-        nodes[t] = [(f, float(d[int(i)]), True) for f, i in zip(frontier, best)]
-    out = _match_lengths(nodes, update.lengths, special)
-    swept = 0
-    for b, seq in enumerate(out):
-        for _ in range(config.sweeps):
-            changed = False
-            for p in range(1, len(seq) - 1):
-                pool = cands[p] if cands[p].numel() else cands[0]
-                trial = torch.tensor(seq, device=device).repeat(pool.numel(), 1)
-                trial[:, p] = pool
-                score = _sentence_score(setup, trial, config.chunk)
-                best_v = int(pool[int(torch.argmin(score))])
-                if best_v != seq[p]:
-                    seq[p], changed = best_v, True
-            swept += 1
-            if not changed:
-                break
-        out[b] = seq
-    notes.append(f"encoder search: beam {width}, {swept} sentence sweep(s)")
-    return [out]
-
-
-def _sentence_score(setup: _Setup, seqs: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Largest block-1 span distance over each full sentence's positions (no padding)."""
-    out = []
-    for s in range(0, seqs.shape[0], chunk):
-        batch = seqs[s : s + chunk]
-        x = setup.inputs.second_inputs(batch, torch.ones_like(batch))
-        out.append(span_distance(setup.span2.basis, x).max(dim=1).values)
-    return torch.cat(out)
-
-
 def relative_gradient_distance(model: Any, update: TextUpdate, seqs: list[list[int]], pad: int) -> float:
     """``‖g(seqs) − g*‖² / ‖g*‖²``: 0 (up to rounding) when ``seqs`` reproduce the update."""
     grads = _loss_gradient(model, seqs, pad)
@@ -353,7 +289,7 @@ def run_span_attack(
         # The test passes (nearly) everything: keep the best-scoring few per position so the
         # search stays bounded; what comes back is a partial, continuous-score recovery.
         cands = [c[: max(8, update.batch_size)] for c in cands]
-    decode = _decode_decoder if setup.inputs.causal else _decode_encoder
+    decode = _decode_decoder if setup.inputs.causal else decode_encoder
     seqs, rel = [], math.inf
     for reading in decode(setup, update, special, cands, config, device, notes):
         distance = relative_gradient_distance(model, update, reading, special["pad"])

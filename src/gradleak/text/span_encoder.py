@@ -1,0 +1,163 @@
+"""Layer 2 of the span attack for encoders (BERT): sentences from a bidirectional block.
+
+In an encoder, block 1's input at a position depends on the whole sentence, so a partial
+sentence cannot be tested exactly as in a decoder. Two facts make a search work anyway (measured
+on ``bert-base``, B = 8, 71 candidate tokens per position):
+
+* with the rest of the sentence right, the right token's block-1 input lies in the span
+  (relative distance ~1e-6 from float32 rounding) and every other token's is ~0.02 away;
+* with the rest unknown, a position's distance is still a good *ranking*: positions after ``t``
+  left open (a zero word embedding: position and token type only) put the right token at ``t``
+  first in ~80% of the cases and always among the first 8.
+
+So, per group of sentences of the same length (lengths are public):
+
+1. **Beam, left to right.** Every partial sentence is extended at the next open position by each
+   candidate token of that position (layer 1's filter), scored by its distance there, and the
+   ``beam × sentences in the group`` best by accumulated distance are kept (at most ``beam`` per
+   parent, so one sentence cannot fill the beam).
+2. **Refinement.** Position by position over the complete candidates: each position takes the
+   token whose input is closest to the span given all other positions (a wrong token left by the
+   beam is fixed once its neighbours are right).
+3. **Acceptance.** A complete sentence is accepted when every position's input lies in the span
+   (float64, the noise-aware threshold); accepted sentences are never proposed twice
+   (deflation). When a group has fewer accepted sentences than members, two readings are
+   returned (the best non-exact ones, or repeats of accepted ones: a batch may repeat a sentence)
+   and the runner's gradient replay decides.
+
+Block 0 is computed for one position at a time (:func:`gradleak.text.layer_inputs` ``at_position``:
+keys and values of the other positions are shared by every candidate), in float32 for ranking.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+
+from gradleak.text.span import span_distance
+
+COVERED = 1e-3  # a span direction this close to the accepted sentences' inputs is explained
+
+
+def _pools(cands: list[torch.Tensor], special: dict[str, int], n: int) -> list[torch.Tensor]:
+    """Per content position ``1..n-2``: layer 1's candidates without the structural tokens."""
+    structural = torch.tensor([special["cls"], special["sep"], special["pad"]])
+    out = []
+    for t in range(n):
+        pool = cands[t] if t < len(cands) and cands[t].numel() else cands[0]
+        out.append(pool[~torch.isin(pool, structural.to(pool.device))])
+    return out
+
+
+def _refine(setup: Any, seqs: torch.Tensor, pools: list[torch.Tensor], sweeps: int) -> tuple[torch.Tensor, int]:
+    """Position-by-position sweeps: each position takes its closest token given the others."""
+    basis = setup.span2.basis.float()
+    done = 0
+    for _ in range(sweeps):
+        changed = False
+        for t in range(1, seqs.shape[1] - 1):
+            pool = pools[t]
+            if pool.numel() < 2:
+                continue
+            d = span_distance(basis, setup.inputs.at_position(seqs, t, pool, torch.float32))
+            best = pool[torch.argmin(d, dim=1)]
+            if bool((best != seqs[:, t]).any()):
+                seqs = seqs.clone()
+                seqs[:, t] = best
+                changed = True
+        done += 1
+        if not changed:
+            break
+    return seqs, done
+
+
+def _random_sentences(pools: list[torch.Tensor], count: int, special: dict[str, int],
+                      generator: torch.Generator) -> torch.Tensor:
+    """``(count, n)`` sentences with a random candidate at every content position."""
+    n = len(pools)
+    seqs = torch.empty((count, n), dtype=torch.long)
+    seqs[:, 0], seqs[:, -1] = special["cls"], special["sep"]
+    for t in range(1, n - 1):
+        pool = pools[t].cpu()
+        seqs[:, t] = pool[torch.randint(pool.numel(), (count,), generator=generator)] if pool.numel() else special["sep"]
+    return seqs
+
+
+def sentence_distances(setup: Any, seqs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """``(N, n)`` float64 block-1 span distance of every position of complete sentences."""
+    out = []
+    for s in range(0, seqs.shape[0], chunk):
+        part = seqs[s : s + chunk]
+        out.append(span_distance(setup.span2.basis, setup.inputs.second_inputs(part, torch.ones_like(part))))
+    return torch.cat(out)
+
+
+def _covered(setup: Any, found: list[list[int]]) -> bool:
+    """Whether the accepted sentences' block-1 inputs span the whole block-1 span: then no other
+    sentence is left to find (a batch that repeats a sentence adds no direction)."""
+    if not found:
+        return False
+    vectors = []
+    for n in sorted({len(f) for f in found}):
+        seqs = torch.tensor([f for f in found if len(f) == n], device=setup.span2.basis.device)
+        vectors.append(setup.inputs.second_inputs(seqs, torch.ones_like(seqs)).reshape(-1, setup.span2.width))
+    x = torch.cat(vectors).T  # (d, tokens)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    own = u[:, : int((s > s[0] * 1e-9).sum())]
+    return bool(span_distance(own, setup.span2.basis.T).max() < COVERED)
+
+
+def decode_encoder(
+    setup: Any, update: Any, special: dict[str, int], cands: list[torch.Tensor],
+    config: Any, device: torch.device, notes: list[str],
+) -> list[list[list[int]]]:
+    """Readings of the batch (one sequence per sentence, in ``update.lengths`` order)."""
+    groups = Counter(update.lengths)
+    pools = {n: _pools(cands, special, n) for n in groups}
+    exact: dict[int, list[list[int]]] = {n: [] for n in groups}
+    best: dict[int, list[tuple[float, list[int]]]] = {n: [] for n in groups}
+    generator = torch.Generator().manual_seed(0)
+    rounds = sweeps_total = starts_total = 0
+    for rounds in range(1, config.rounds + 1):
+        open_groups = [n for n, c in groups.items() if len(exact[n]) < c]
+        if not open_groups:
+            break
+        for n in open_groups:
+            starts = config.starts * (groups[n] - len(exact[n]))
+            seqs = _random_sentences(pools[n], starts, special, generator).to(device)
+            seqs, sweeps = _refine(setup, seqs, pools[n], config.sweeps)
+            sweeps_total, starts_total = sweeps_total + sweeps, starts_total + starts
+            seqs = torch.unique(seqs, dim=0)
+            dist = sentence_distances(setup, seqs)[:, 1:-1]
+            for row, worst, total in zip(seqs.tolist(), dist.max(dim=1).values, dist.sum(dim=1)):
+                if worst < setup.tau2:
+                    if row not in exact[n]:
+                        exact[n].append(row)
+                else:
+                    best[n].append((float(total), row))
+        if _covered(setup, [s for rows in exact.values() for s in rows]):
+            break  # the rest of the batch repeats sentences already found
+    found = sum(min(len(exact[n]), c) for n, c in groups.items())
+    notes.append(f"encoder search: {starts_total} random start(s) refined position by position "
+                 f"({sweeps_total} sweep(s), {rounds} round(s)); {found}/{update.batch_size} sentence(s) "
+                 "pass the span test at every position")
+    readings: list[dict[int, list[list[int]]]] = [{}, {}]
+    for n, count in groups.items():
+        others = [row for _, row in sorted(best[n]) if row not in exact[n]]
+        picked = exact[n][:count]
+        fill = (others + picked) or [[special["cls"]] + [special["sep"]] * (n - 1)]
+        readings[0][n] = picked + [fill[k % len(fill)] for k in range(count - len(picked))]
+        repeat = picked or fill
+        readings[1][n] = picked + [repeat[k % len(repeat)] for k in range(count - len(picked))]
+    out = []
+    for reading in readings:
+        used: Counter[int] = Counter()
+        batch = []
+        for n in update.lengths:
+            batch.append(reading[n][used[n]])
+            used[n] += 1
+        if batch not in out:
+            out.append(batch)
+    return out
