@@ -13,6 +13,12 @@ blocks the span attack compares candidate inputs against that span, so each fami
 * ``extend(prefixes, candidates, dtype)`` (decoders): block 1's projection input at the next
   position for every prefix followed by every candidate token, computing block 0 for that one
   new position only (the prefixes' keys and values are shared), the attack's inner loop;
+* ``screen(prefixes, candidates, dtype)`` and ``screen_gradient(tensors)`` (decoders, optional):
+  block 0's attention context (the input of its output projection) for every prefix + candidate,
+  and the gradient whose columns span those contexts. The context already depends on the
+  prefix, so it passes the same exact test as block 1's input, at a fraction of the cost (no
+  output projection, no MLP): the decoder screens every candidate with it and confirms only the
+  few that pass on block 1;
 * ``at_position(seqs, t, candidates, dtype)`` (encoders): block 1's projection input at position
   ``t`` of every sequence with every candidate token placed at ``t`` (the other positions as
   given; id ``-1`` = not yet known, a zero word embedding), block 0 computed for position ``t``
@@ -53,6 +59,8 @@ class LayerInputs:
     width: int
     extend: Callable[[torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor] | None = None
     at_position: Callable[[torch.Tensor, int, torch.Tensor, torch.dtype], torch.Tensor] | None = None
+    screen: Callable[[torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor] | None = None
+    screen_gradient: Callable[[tuple[torch.Tensor, ...]], torch.Tensor] | None = None
 
 
 LAYER_INPUTS: Registry[Callable[[Any], LayerInputs]] = Registry("span-attack model family")
@@ -104,20 +112,27 @@ def _gpt2(model: Any) -> LayerInputs:
 
     copies = {torch.float64: small}
 
-    def extend(prefixes: torch.Tensor, candidates: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def in_dtype(dtype: torch.dtype) -> Any:
         if dtype not in copies:  # float32 for the bulk: 2x faster, its rounding stays far below the threshold
             copies[dtype] = copy.deepcopy(small).to(dtype)
-        return _gpt2_extend(copies[dtype], prefixes, candidates)
+        return copies[dtype]
 
-    return LayerInputs(projection_gradient, first_inputs, second_inputs, True, config.n_embd, extend)
+    def extend(prefixes: torch.Tensor, candidates: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return _gpt2_extend(in_dtype(dtype), prefixes, candidates)
+
+    def screen(prefixes: torch.Tensor, candidates: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return _gpt2_context(in_dtype(dtype), prefixes, candidates)[0]
+
+    def screen_gradient(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return tensors[index["transformer.h.0.attn.c_proj.weight"]].double()
+
+    return LayerInputs(projection_gradient, first_inputs, second_inputs, True, config.n_embd, extend,
+                       screen=screen, screen_gradient=screen_gradient)
 
 
-def _gpt2_extend(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """``(F, K, d)``: block 1's input at position ``t`` for prefix ``f`` (``(F, t)`` ids) + token ``k``.
-
-    GPT-2's block 0 written out for one new position (pre-LayerNorm, scaled dot-product
-    attention, causal, eager); ``tests/text`` checks it against ``transformers``' own forward.
-    """
+def _gpt2_context(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(F, K, d)`` block-0 attention context at position ``t`` for prefix ``f`` (``(F, t)`` ids)
+    + token ``k``, and the new position's residual input ``(K, d)``."""
     block = small.h[0]
     heads = small.config.n_head
     f_count, t = prefixes.shape
@@ -136,7 +151,19 @@ def _gpt2_extend(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -
         s_self = (q * k).sum(-1)[None, :, :, None].expand(f_count, -1, -1, 1) * scale
         a = torch.cat([s_pre, s_self], dim=-1).softmax(-1)
         out = torch.einsum("fkht,fthd->fkhd", a[..., :t], v_pre) + a[..., t:] * v[None]
-        h = h_new[None] + block.attn.c_proj(out.reshape(f_count, -1, d))
+        return out.reshape(f_count, -1, d), h_new
+
+
+def _gpt2_extend(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """``(F, K, d)``: block 1's input at position ``t`` for prefix ``f`` (``(F, t)`` ids) + token ``k``.
+
+    GPT-2's block 0 written out for one new position (pre-LayerNorm, scaled dot-product
+    attention, causal, eager); ``tests/text`` checks it against ``transformers``' own forward.
+    """
+    block = small.h[0]
+    context, h_new = _gpt2_context(small, prefixes, candidates)
+    with torch.no_grad():
+        h = h_new[None] + block.attn.c_proj(context)
         h = h + block.mlp(block.ln_2(h))
         return small.ln_f(h)
 
