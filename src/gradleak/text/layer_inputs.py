@@ -11,7 +11,8 @@ blocks the span attack compares candidate inputs against that span, so each fami
 * ``second_inputs(ids, mask)``: block 1's projection inputs for whole token sequences;
 * ``causal``: whether position ``t`` sees only tokens ``≤ t`` (decoders);
 * ``extend(prefixes, candidates, dtype)`` (decoders): block 1's projection input at the next
-  position for every prefix followed by every candidate token, computing block 0 for that one
+  position for every prefix followed by every candidate token (``(K,)``; or ``(F, K)``: each
+  prefix its own candidates), computing block 0 for that one
   new position only (the prefixes' keys and values are shared), the attack's inner loop;
 * ``screen(prefixes, candidates, dtype)`` and ``screen_gradient(tensors)`` (decoders, optional):
   block 0's attention context (the input of its output projection) for every prefix + candidate,
@@ -132,7 +133,8 @@ def _gpt2(model: Any) -> LayerInputs:
 
 def _gpt2_context(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(F, K, d)`` block-0 attention context at position ``t`` for prefix ``f`` (``(F, t)`` ids)
-    + token ``k``, and the new position's residual input ``(K, d)``."""
+    + token ``k``, and the new position's residual input ``(F, K, d)``. ``candidates`` is ``(K,)``
+    (every prefix with every candidate) or ``(F, K)`` (each prefix with its own candidates)."""
     block = small.h[0]
     heads = small.config.n_head
     f_count, t = prefixes.shape
@@ -143,19 +145,21 @@ def _gpt2_context(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) 
         _, k_pre, v_pre = block.attn.c_attn(block.ln_1(h_prefix)).split(d, dim=-1)
         k_pre = k_pre.reshape(f_count, t, heads, dh)
         v_pre = v_pre.reshape(f_count, t, heads, dh)
-        h_new = small.wte.weight[candidates] + small.wpe.weight[t]  # (K, d)
+        h_new = small.wte.weight[candidates] + small.wpe.weight[t]  # (K, d) or (F, K, d)
         q, k, v = block.attn.c_attn(block.ln_1(h_new)).split(d, dim=-1)
-        q, k, v = (z.reshape(-1, heads, dh) for z in (q, k, v))
+        shape = (f_count, candidates.shape[-1], heads, dh)  # a shared candidate list is a free view
+        q, k, v = (z.reshape(*z.shape[:-1], heads, dh).expand(shape) for z in (q, k, v))
         scale = 1.0 / math.sqrt(dh)
-        s_pre = torch.einsum("khd,fthd->fkht", q, k_pre) * scale
-        s_self = (q * k).sum(-1)[None, :, :, None].expand(f_count, -1, -1, 1) * scale
+        s_pre = torch.einsum("fkhd,fthd->fkht", q, k_pre) * scale
+        s_self = (q * k).sum(-1, keepdim=True) * scale
         a = torch.cat([s_pre, s_self], dim=-1).softmax(-1)
-        out = torch.einsum("fkht,fthd->fkhd", a[..., :t], v_pre) + a[..., t:] * v[None]
-        return out.reshape(f_count, -1, d), h_new
+        out = torch.einsum("fkht,fthd->fkhd", a[..., :t], v_pre) + a[..., t:] * v
+        return out.reshape(f_count, -1, d), h_new.expand(f_count, -1, -1)
 
 
 def _gpt2_extend(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """``(F, K, d)``: block 1's input at position ``t`` for prefix ``f`` (``(F, t)`` ids) + token ``k``.
+    """``(F, K, d)``: block 1's input at position ``t`` for prefix ``f`` (``(F, t)`` ids) + token ``k``
+    (``candidates`` ``(K,)`` shared, or ``(F, K)`` per prefix).
 
     GPT-2's block 0 written out for one new position (pre-LayerNorm, scaled dot-product
     attention, causal, eager); ``tests/text`` checks it against ``transformers``' own forward.
@@ -163,7 +167,7 @@ def _gpt2_extend(small: Any, prefixes: torch.Tensor, candidates: torch.Tensor) -
     block = small.h[0]
     context, h_new = _gpt2_context(small, prefixes, candidates)
     with torch.no_grad():
-        h = h_new[None] + block.attn.c_proj(context)
+        h = h_new + block.attn.c_proj(context)
         h = h + block.mlp(block.ln_2(h))
         return small.ln_f(h)
 

@@ -92,10 +92,9 @@ def _extension_distances(
     close = (d < max(10 * tau, 1e-3)).nonzero().flatten()
     if screened:
         d = torch.ones_like(d)
-    for r in torch.unique(close // k).tolist():  # one float64 call per prefix, its close tokens only
-        cols = close[close // k == r] % k
-        x = inputs.extend(prefixes[r : r + 1], pool[cols], torch.float64)
-        d[r * k + cols] = span_distance(setup.span2.basis, x)[0]
+    if close.numel():  # one float64 call for every close pair, each with its own prefix
+        x = inputs.extend(prefixes[close // k], pool[close % k][:, None], torch.float64)
+        d[close] = span_distance(setup.span2.basis, x)[:, 0]
     return d
 
 
