@@ -1,32 +1,26 @@
 """Layer 2 of the span attack for encoders (BERT): sentences from a bidirectional block.
 
 In an encoder, block 1's input at a position depends on the whole sentence, so a partial
-sentence cannot be tested exactly as in a decoder. Two facts make a search work anyway (measured
-on ``bert-base``, B = 8, 71 candidate tokens per position):
+sentence cannot be tested exactly as in a decoder. What makes a search work (measured on
+``bert-base``, B = 8, ~60 candidate tokens per position after layer 1):
 
 * with the rest of the sentence right, the right token's block-1 input lies in the span
-  (relative distance ~1e-6 from float32 rounding) and every other token's is ~0.02 away;
-* with the rest unknown, a position's distance is still a good *ranking*: positions after ``t``
-  left open (a zero word embedding: position and token type only) put the right token at ``t``
-  first in ~80% of the cases and always among the first 8.
+  (relative distance ~1e-6, float32 rounding) and every other token's is >= ~0.02 away;
+* with the rest partly wrong, the distances of all positions grow with the number of wrong
+  tokens, so "each position takes the token closest to the span given the others" is a descent:
+  from a sentence with every token drawn at random from layer 1's candidates, such
+  position-by-position sweeps end on an exact sentence of the batch in ~45% of the starts
+  (and otherwise far from any, never half-way).
 
-So, per group of sentences of the same length (lengths are public):
-
-1. **Beam, left to right.** Every partial sentence is extended at the next open position by each
-   candidate token of that position (layer 1's filter), scored by its distance there, and the
-   ``beam × sentences in the group`` best by accumulated distance are kept (at most ``beam`` per
-   parent, so one sentence cannot fill the beam).
-2. **Refinement.** Position by position over the complete candidates: each position takes the
-   token whose input is closest to the span given all other positions (a wrong token left by the
-   beam is fixed once its neighbours are right).
-3. **Acceptance.** A complete sentence is accepted when every position's input lies in the span
-   (float64, the noise-aware threshold); accepted sentences are never proposed twice
-   (deflation). When a group has fewer accepted sentences than members, two readings are
-   returned (the best non-exact ones, or repeats of accepted ones: a batch may repeat a sentence)
-   and the runner's gradient replay decides.
-
-Block 0 is computed for one position at a time (:func:`gradleak.text.layer_inputs` ``at_position``:
-keys and values of the other positions are shared by every candidate), in float32 for ranking.
+So, per group of sentences of one length (lengths are public): random starts, refined by sweeps
+(block 0 computed for one position at a time, :mod:`gradleak.text.layer_inputs`
+``at_position``, float32 for ranking); a sentence is accepted when every position's input lies
+in the span (float64). Rounds of new starts continue for the groups still missing sentences,
+until the accepted sentences' inputs explain the whole block-1 span (deflation: a batch that
+repeats a sentence adds no direction, so nothing is left to find) or the rounds run out. Under
+noise nothing is accepted; the best-scoring *distinct* sentences are returned. Where a group
+has fewer accepted sentences than members, two readings are returned (the best others, or
+repeats of accepted ones) and the gradient replay decides.
 """
 
 from __future__ import annotations
@@ -38,8 +32,7 @@ import torch
 
 from gradleak.text.span import span_distance
 
-# A complete sentence is accepted below this distance at every position (or the noise-aware
-# threshold, if larger): a right sentence sits at ~1e-6 (up to ~2e-4 on a 4-layer 128-wide model,
+# A complete sentence is accepted below this distance at every position (exact gradients): a right sentence sits at ~1e-6 (up to ~2e-4 on a 4-layer 128-wide model,
 # whose span keeps weak float32 directions), one wrong token puts its position at >= ~1e-2.
 ACCEPT_FLOOR = 1e-3
 MISSING_DIRECTIONS = 0.5  # summed squared distances of the span's basis: a missing sentence adds >= 1 per token
@@ -115,6 +108,18 @@ def _covered(setup: Any, found: list[list[int]]) -> bool:
     return bool(span_distance(own, setup.span2.basis.T).pow(2).sum() < MISSING_DIRECTIONS)
 
 
+def _distinct(rows: list[list[int]], taken: list[list[int]], count: int) -> list[list[int]]:
+    """Best-first rows that differ from every taken or kept one in over half their content
+    positions (variants of one sentence are not different sentences), then the rest."""
+    kept: list[list[int]] = []
+    for row in rows:
+        if len(kept) + len(taken) >= count:
+            break
+        if all(sum(a != b for a, b in zip(row, other)) * 2 > len(row) - 2 for other in taken + kept):
+            kept.append(row)
+    return kept + [row for row in rows if row not in kept]
+
+
 def decode_encoder(
     setup: Any, update: Any, special: dict[str, int], cands: list[torch.Tensor],
     config: Any, device: torch.device, notes: list[str],
@@ -126,7 +131,9 @@ def decode_encoder(
     best: dict[int, list[tuple[float, list[int]]]] = {n: [] for n in groups}
     generator = torch.Generator().manual_seed(0)
     rounds = sweeps_total = starts_total = 0
-    accept = max(setup.tau2, ACCEPT_FLOOR)
+    # Under noise a right sentence is no longer near 0 (the noise-aware threshold, up to 0.5, would
+    # accept wrong ones): nothing is accepted, the best distinct sentences are returned.
+    accept = ACCEPT_FLOOR if setup.noise_std == 0 else 0.0
     for rounds in range(1, config.rounds + 1):
         open_groups = [n for n, c in groups.items() if len(exact[n]) < c]
         if not open_groups:
@@ -152,8 +159,8 @@ def decode_encoder(
                  f"{update.batch_size} pass the span test at every position")
     readings: list[dict[int, list[list[int]]]] = [{}, {}]
     for n, count in groups.items():
-        others = [row for _, row in sorted(best[n]) if row not in exact[n]]
         picked = exact[n][:count]
+        others = _distinct([row for _, row in sorted(best[n]) if row not in exact[n]], picked, count)
         fill = (others + picked) or [[special["cls"]] + [special["sep"]] * (n - 1)]
         readings[0][n] = picked + [fill[k % len(fill)] for k in range(count - len(picked))]
         repeat = picked or fill
