@@ -134,7 +134,8 @@ def decode_encoder(
     # Under noise a right sentence is no longer near 0 (the noise-aware threshold, up to 0.5, would
     # accept wrong ones): nothing is accepted, the best distinct sentences are returned.
     accept = ACCEPT_FLOOR if setup.noise_std == 0 else 0.0
-    for rounds in range(1, config.rounds + 1):
+    # Under noise every round would run (nothing is accepted) for little gain: one round.
+    for rounds in range(1, (config.rounds if accept else 1) + 1):
         open_groups = [n for n, c in groups.items() if len(exact[n]) < c]
         if not open_groups:
             break
