@@ -63,14 +63,15 @@ def score(tok, batch, token_ids) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run_row(tm, batch, defense, attack, tag_iters, seed, sweeps=None):  # type: ignore[no-untyped-def]
+    screen = attack != "span-noscreen"
     special = tm.tokenizer.special_ids
     t0 = time.perf_counter()
     update = defended_gradient(tm.model, batch, special["pad"], parse_defenses(defense),
                                objective=tm.objective, generator=torch.Generator().manual_seed(seed))
     client_seconds = time.perf_counter() - t0  # the reference: the client's own step, same process
     t0 = time.perf_counter()
-    if attack == "span":
-        config = SpanAttackConfig() if sweeps is None else SpanAttackConfig(sweeps=sweeps)
+    if attack.startswith("span"):
+        config = SpanAttackConfig(screen=screen) if sweeps is None else SpanAttackConfig(sweeps=sweeps, screen=screen)
         result = run_span_attack(tm.model, update, special, config)
     else:
         result = run_text_attack(tm.model, update, special,
@@ -89,7 +90,8 @@ def main() -> int:
     p.add_argument("--model", default="gpt2-base")
     p.add_argument("--set", dest="sets", nargs="+", default=["heldout"], choices=["corpus", "heldout"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
-    p.add_argument("--attacks", nargs="+", default=["span", "tag"], choices=["span", "tag"])
+    p.add_argument("--attacks", nargs="+", default=["span", "tag"], choices=["span", "span-noscreen", "tag"],
+                   help="span-noscreen: decoders without the attention-context screen (speed reference)")
     p.add_argument("--tag-iters", type=int, default=10)
     p.add_argument("--noise", type=float, nargs="*", default=[],
                    help="gaussian variances for the noise curve (on the first batch size)")

@@ -64,6 +64,8 @@ class SpanAttackConfig:
         threshold: relative distance below which an input counts as in the span; ``None``: from
             the noise model (``EXACT_THRESHOLD`` for an exact gradient).
         chunk: candidate sequences per forward pass (memory against speed).
+        screen: decoders: screen candidates by block 0's attention context before block 1
+            (off: every candidate through block 0's MLP, the reference for the speed-up).
         starts: encoders: random starting sentences per sentence still missing, per round.
         rounds: encoders: at most this many rounds of random starts.
         sweeps: encoders: at most this many position-by-position refinement sweeps per start.
@@ -72,6 +74,7 @@ class SpanAttackConfig:
 
     threshold: float | None = None
     chunk: int = 2048
+    screen: bool = True
     starts: int = 6
     rounds: int = 4
     sweeps: int = 8
@@ -145,6 +148,8 @@ def run_span_attack(
                      f"{setup.span1.rank}/{setup.span2.rank}, thresholds {setup.tau1:.2g}/{setup.tau2:.2g}")
     vocab = int(model.get_input_embeddings().weight.shape[0])
     cands = token_candidates(setup, vocab, max(update.lengths), {special["pad"]}, device)
+    if not config.screen:
+        setup.screen = None
     if not check.within:
         setup.screen = None  # the span fills the layer: the screen would let everything through
         # The test passes (nearly) everything: keep the best-scoring few per position so the
