@@ -110,7 +110,11 @@ def _covered(setup: Any, found: list[list[int]]) -> bool:
 
 def _distinct(rows: list[list[int]], taken: list[list[int]], count: int) -> list[list[int]]:
     """Best-first rows that differ from every taken or kept one in over half their content
-    positions (variants of one sentence are not different sentences), then the rest."""
+    positions (variants of one sentence are not different sentences), then the rest.
+
+    >>> _distinct([[1, 5, 6, 7, 2], [1, 5, 6, 8, 2], [1, 9, 9, 9, 2]], [], 2)
+    [[1, 5, 6, 7, 2], [1, 9, 9, 9, 2], [1, 5, 6, 8, 2]]
+    """
     kept: list[list[int]] = []
     for row in rows:
         if len(kept) + len(taken) >= count:
