@@ -30,12 +30,15 @@ from typing import Any
 
 import torch
 
+from gradleak.text.client import TextUpdate
 from gradleak.text.span import span_distance
+from gradleak.text.span_setup import SpanSetup
 
-# A complete sentence is accepted below this distance at every position (exact gradients): a right sentence sits at ~1e-6 (up to ~2e-4 on a 4-layer 128-wide model,
-# whose span keeps weak float32 directions), one wrong token puts its position at >= ~1e-2.
+# A complete sentence is accepted below this distance at every position (exact gradients): a right
+# sentence sits at ~1e-6 (up to ~2e-4 on a 4-layer 128-wide model, whose span keeps weak float32
+# directions); one wrong token puts its position at >= ~1e-2.
 ACCEPT_FLOOR = 1e-3
-MISSING_DIRECTIONS = 0.5  # summed squared distances of the span's basis: a missing sentence adds >= 1 per token
+MISSING_DIRECTIONS = 0.5  # a missing sentence leaves >= 1 (one per token) unexplained span dimension
 
 
 def _pools(cands: list[torch.Tensor], special: dict[str, int], n: int) -> list[torch.Tensor]:
@@ -48,7 +51,7 @@ def _pools(cands: list[torch.Tensor], special: dict[str, int], n: int) -> list[t
     return out
 
 
-def _refine(setup: Any, seqs: torch.Tensor, pools: list[torch.Tensor], sweeps: int) -> tuple[torch.Tensor, int]:
+def _refine(setup: SpanSetup, seqs: torch.Tensor, pools: list[torch.Tensor], sweeps: int) -> tuple[torch.Tensor, int]:
     """Position-by-position sweeps: each position takes its closest token given the others."""
     basis = setup.span2.basis.float()
     done = 0
@@ -58,6 +61,7 @@ def _refine(setup: Any, seqs: torch.Tensor, pools: list[torch.Tensor], sweeps: i
             pool = pools[t]
             if pool.numel() < 2:
                 continue
+            assert setup.inputs.at_position is not None
             d = span_distance(basis, setup.inputs.at_position(seqs, t, pool, torch.float32))
             best = pool[torch.argmin(d, dim=1)]
             if bool((best != seqs[:, t]).any()):
@@ -82,7 +86,7 @@ def _random_sentences(pools: list[torch.Tensor], count: int, special: dict[str, 
     return seqs
 
 
-def sentence_distances(setup: Any, seqs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def sentence_distances(setup: SpanSetup, seqs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """``(N, n)`` float64 block-1 span distance of every position of complete sentences."""
     out = []
     for s in range(0, seqs.shape[0], chunk):
@@ -91,7 +95,7 @@ def sentence_distances(setup: Any, seqs: torch.Tensor, chunk: int = 256) -> torc
     return torch.cat(out)
 
 
-def _covered(setup: Any, found: list[list[int]]) -> bool:
+def _covered(setup: SpanSetup, found: list[list[int]]) -> bool:
     """Whether the accepted sentences' block-1 inputs span the whole block-1 span: then no other
     sentence is left to find (a batch that repeats a sentence adds no direction)."""
     if not found:
@@ -125,7 +129,7 @@ def _distinct(rows: list[list[int]], taken: list[list[int]], count: int) -> list
 
 
 def decode_encoder(
-    setup: Any, update: Any, special: dict[str, int], cands: list[torch.Tensor],
+    setup: SpanSetup, update: TextUpdate, special: dict[str, int], cands: list[torch.Tensor],
     config: Any, device: torch.device, notes: list[str],
 ) -> list[list[list[int]]]:
     """Readings of the batch (one sequence per sentence, in ``update.lengths`` order)."""
