@@ -12,6 +12,7 @@ benchmark and never used to tune the attack).
     python benchmarks/text_scale.py --ci                       # tiny models, seconds
     python benchmarks/text_scale.py --model gpt2-base --set heldout --batches 1 8 16 32 64
     python benchmarks/text_scale.py --model gpt2-base --set heldout --batches 8 --noise 1e-10 1e-8 1e-6
+    python benchmarks/text_scale.py --model bert-base --set heldout --batches 8 --start 8   # lines 9-16
 
 Prints a table; ``--json FILE`` appends one JSON line per row. ``x client`` is the attack's time
 over the client's own gradient step on the same batch in the same process (a load-independent
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,15 +62,17 @@ def score(tok, batch, token_ids) -> dict:  # type: ignore[no-untyped-def]
             "token_accuracy": s.token_accuracy}
 
 
-def run_row(tm, batch, defense, attack, tag_iters, seed, sweeps=4):  # type: ignore[no-untyped-def]
+def run_row(tm, batch, defense, attack, tag_iters, seed, sweeps=None):  # type: ignore[no-untyped-def]
+    screen = attack != "span-noscreen"
     special = tm.tokenizer.special_ids
     t0 = time.perf_counter()
     update = defended_gradient(tm.model, batch, special["pad"], parse_defenses(defense),
                                objective=tm.objective, generator=torch.Generator().manual_seed(seed))
     client_seconds = time.perf_counter() - t0  # the reference: the client's own step, same process
     t0 = time.perf_counter()
-    if attack == "span":
-        result = run_span_attack(tm.model, update, special, SpanAttackConfig(sweeps=sweeps))
+    if attack.startswith("span"):
+        config = SpanAttackConfig(screen=screen) if sweeps is None else SpanAttackConfig(sweeps=sweeps, screen=screen)
+        result = run_span_attack(tm.model, update, special, config)
     else:
         result = run_text_attack(tm.model, update, special,
                                  TextAttackConfig(method="tag", iters=tag_iters, refine_passes=0,
@@ -76,7 +80,7 @@ def run_row(tm, batch, defense, attack, tag_iters, seed, sweeps=4):  # type: ign
     seconds = time.perf_counter() - t0
     row = score(tm.tokenizer, batch, result.token_ids)
     row.update(seconds=seconds, client_seconds=client_seconds, exact_check=result.final_relative_l2 < 1e-10,
-               note=result.stop_reason.split(";")[0][:60])
+               note=result.stop_reason.split(";")[0][:60], load=os.getloadavg()[0])
     return row
 
 
@@ -86,11 +90,14 @@ def main() -> int:
     p.add_argument("--model", default="gpt2-base")
     p.add_argument("--set", dest="sets", nargs="+", default=["heldout"], choices=["corpus", "heldout"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
-    p.add_argument("--attacks", nargs="+", default=["span", "tag"], choices=["span", "tag"])
+    p.add_argument("--attacks", nargs="+", default=["span", "tag"], choices=["span", "span-noscreen", "tag"],
+                   help="span-noscreen: decoders without the attention-context screen (speed reference)")
     p.add_argument("--tag-iters", type=int, default=10)
     p.add_argument("--noise", type=float, nargs="*", default=[],
                    help="gaussian variances for the noise curve (on the first batch size)")
-    p.add_argument("--sweeps", type=int, default=4, help="encoders: whole-sentence sweeps")
+    p.add_argument("--sweeps", type=int, default=None, help="encoders: refinement sweeps per start")
+    p.add_argument("--start", type=int, default=0,
+                   help="first sentence of the set (0-based): batches are sentences[start:start+B]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -100,26 +107,28 @@ def main() -> int:
         args.noise = args.noise or [1e-10]
     tm = load_text_model(args.model, seed=args.seed)
     rows = []
-    print(f"model {args.model} ({tm.objective}), one CPU thread; TAG: {args.tag_iters} steps")
+    print(f"model {args.model} ({tm.objective}), one CPU thread; TAG: {args.tag_iters} steps; "
+          f"sentences from {args.start}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'set':8} {'B':>3} {'defense':16} {'attack':5} {'rouge1':>7} {'rouge2':>7} "
-          f"{'exact':>6} {'tok.acc':>7} {'seconds':>8} {'x client':>8}  note")
+          f"{'exact':>6} {'tok.acc':>7} {'seconds':>8} {'x client':>8} {'load':>5}  note")
     plan = [(s, b, []) for s in args.sets for b in args.batches]
     plan += [(args.sets[0], args.batches[0] if len(args.batches) == 1 else 8 if 8 in args.batches
               else args.batches[-1], [f"gaussian:{v:g}"]) for v in args.noise]
     for set_name, b, defense in plan:
         sentences = sentence_set(set_name)
-        if b > len(sentences):
+        if args.start + b > len(sentences):
             print(f"{set_name:8} {b:>3} skipped: the set has {len(sentences)} sentences")
             continue
-        batch = [tm.tokenizer.encode(s) for s in sentences[:b]]
+        batch = [tm.tokenizer.encode(s) for s in sentences[args.start : args.start + b]]
         for attack in args.attacks:
             row = run_row(tm, batch, defense, attack, args.tag_iters, args.seed, args.sweeps)
-            row.update(model=args.model, set=set_name, batch=b, defense=",".join(defense) or "none",
+            row.update(model=args.model, set=set_name, start=args.start, batch=b,
+                       defense=",".join(defense) or "none",
                        attack=attack, tag_iters=args.tag_iters if attack == "tag" else None)
             rows.append(row)
             print(f"{set_name:8} {b:>3} {row['defense']:16} {attack:5} {row['rouge1']:7.3f} "
                   f"{row['rouge2']:7.3f} {row['exact_match']:6.0%} {row['token_accuracy']:7.1%} "
-                  f"{row['seconds']:8.1f} {row['seconds'] / row['client_seconds']:8.1f}  "
+                  f"{row['seconds']:8.1f} {row['seconds'] / row['client_seconds']:8.1f} {row['load']:5.1f}  "
                   f"{row['note']}", flush=True)
             if args.json:
                 with open(args.json, "a", encoding="utf-8") as f:

@@ -60,6 +60,46 @@ def test_fast_decoder_step_matches_transformers(decoder) -> None:
     assert torch.allclose(fast[0, 0], full[0, t], atol=1e-10)
 
 
+def test_attention_context_screen_passes_exactly_the_true_extensions(decoder) -> None:
+    # block 0's attention context is tested instead of block 1's input (no MLP): same verdicts
+    from gradleak.text.span import span_distance
+    from gradleak.text.span_setup import build_setup
+
+    batch = [decoder.tokenizer.encode(s) for s in SENTENCES]
+    update = mlm_gradient(decoder.model, batch, 0, objective="causal")
+    setup = build_setup(decoder.model, update, threshold=None, noise_source="auto")
+    assert setup.screen is not None
+    pool = torch.tensor(sorted({v for ids in batch for v in ids}))
+    for ids in batch[:2]:
+        for t in range(1, len(ids) - 1):
+            truth = {s[t] for s in batch if s[:t] == ids[:t] and len(s) > t + 1}
+            context = setup.inputs.screen(torch.tensor([ids[:t]]), pool, torch.float64)[0]
+            passed = set(pool[span_distance(setup.screen.basis, context) < setup.screen_tau].tolist())
+            assert passed == truth
+
+
+def test_span_attack_recovers_encoder_batch_of_four_exactly() -> None:
+    # a bidirectional encoder: no prefix can be tested, whole sentences are searched
+    result = run_text_experiment(TextRunConfig(sentences=SENTENCES, model="tiny-bert-2l", device="cpu"))
+    assert result.metrics["attack"] == "span"
+    assert result.metrics["exact_match"] == 1.0
+    assert sorted(result.recovered) == sorted(SENTENCES)
+    assert result.metrics["final_relative_l2"] < 1e-10
+    assert "encoder search" in result.metrics["stop_reason"]
+
+
+def test_fast_encoder_position_matches_transformers() -> None:
+    from gradleak.text.layer_inputs import layer_inputs
+
+    encoder = load_text_model("tiny-bert-2l", seed=1)
+    inputs = layer_inputs(encoder.model)
+    ids = torch.tensor([encoder.tokenizer.encode("my sister paints old boats")])
+    full = inputs.second_inputs(ids, torch.ones_like(ids))  # (1, L, d) from transformers
+    for t in range(ids.shape[1]):
+        fast = inputs.at_position(ids, t, ids[0, t : t + 1], torch.float64)  # (1, 1, d)
+        assert torch.allclose(fast[0, 0], full[0, t], atol=1e-10)
+
+
 def test_batch_beyond_rank_limit_states_reason(decoder) -> None:
     heldout = (ROOT / "benchmarks" / "text_heldout.txt").read_text().splitlines()
     batch = [decoder.tokenizer.encode(s) for s in heldout[:32]]

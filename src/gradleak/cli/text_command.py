@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", choices=["auto", "span", "tag", "dlg"], default="auto",
                    help="span: exact span attack (DAGER-class) on the first two attention layers; "
                    "tag: L2 + alpha*L1 gradient matching; dlg: L2; auto (default): span for "
-                   "decoders and single sentences on models it knows, tag otherwise")
+                   "the model families it knows (GPT-2, BERT), tag otherwise")
     p.add_argument("--iters", type=int, default=300,
                    help="max steps of the continuous stage (default 300; stops early on an exact "
                    "gradient match)")

@@ -7,8 +7,8 @@ DAGER-class) or :func:`gradleak.text.attack.run_text_attack` (TAG/DLG) recovers 
 Importing this package is cheap and needs no optional dependency: ``transformers``,
 ``tokenizers`` and ``rouge-score`` (``pip install 'gradleak[text]'``) are imported only when a
 model, tokenizer or score is built. Modules: ``corpus`` (offline tokenizer text), ``tokenizer``,
-``model``, ``client``, ``attack``, ``span``, ``layer_inputs``, ``span_attack``, ``metrics``,
-``runner``; the command line is :mod:`gradleak.cli.text_command`.
+``model``, ``client``, ``attack``, ``span``, ``layer_inputs``, ``span_setup``, ``span_decoder``,
+``span_encoder``, ``span_attack``, ``metrics``, ``runner``; the command line is :mod:`gradleak.cli.text_command`.
 """
 
 from __future__ import annotations

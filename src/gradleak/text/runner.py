@@ -8,7 +8,7 @@ attack each); the scores cover all sentences.
 
 Attacks: ``span`` (:mod:`gradleak.text.span_attack`), ``tag``/``dlg``
 (:mod:`gradleak.text.attack`) and ``auto``: the span attack where it applies (a model family it
-knows, and a decoder or a single sentence), TAG otherwise.
+knows: GPT-2 decoders and BERT encoders), TAG otherwise.
 """
 
 from __future__ import annotations
@@ -134,14 +134,12 @@ def run_text_experiment(
 SMALL_MODEL_PARAMS = 20_000_000
 
 
-def choose_method(config: TextRunConfig, tm: TextModel, batch_size: int) -> str:
-    """``auto``: the span attack for the families it knows when it recovers exactly (decoders,
-    or one sentence on an encoder), TAG otherwise."""
+def choose_method(config: TextRunConfig, tm: TextModel) -> str:
+    """``auto``: the span attack for the families it knows (decoders and encoders, any batch
+    size: beyond the rank limit it says that its recovery is partial), TAG otherwise."""
     if config.method != "auto":
         return config.method
-    if applies(tm.model) and (tm.objective == "causal" or batch_size == 1):
-        return "span"
-    return "tag"
+    return "span" if applies(tm.model) else "tag"
 
 
 def _run(
@@ -176,7 +174,7 @@ def _run(
             tm.model, batch, tok.special_ids["pad"], defenses, objective=tm.objective,
             generator=generator,
         )
-        method = choose_method(config, tm, len(batch))
+        method = choose_method(config, tm)
         methods.append(method)
         refs = [ids[1:-1] for ids in batch]
         label = f"batch {k + 1}/{len(batches)}: " if len(batches) > 1 else ""

@@ -53,6 +53,7 @@ def input_span(gradient: torch.Tensor, *, floor: float = EXACT_FLOOR, noise_std:
     noise model) raises the cut to the Marchenko–Pastur edge of that noise, times 1.1.
     """
     g = gradient.double()
+    # An SVD, not the eigenvectors of g gᵀ: squaring would lose the weak directions' accuracy.
     u, s, _ = torch.linalg.svd(g, full_matrices=False)
     cut = float(s[0]) * floor if s.numel() else 0.0
     if noise_std > 0:

@@ -16,18 +16,20 @@ the sentences.
    present token and a present position, so positions are settled by layer 2).
 3. **Layer 2: sentences.** Block 1's projection input at position ``t`` depends on the tokens
    before ``t`` (decoders) or on the whole sentence (encoders).
-   *Decoders* grow every prefix by each candidate token and keep the extensions whose block-1
-   input lies in the block-1 span (a tree of accepted prefixes; its paths, matched to the known
-   lengths, are the sentences). *Encoders* search each sentence of known length: left to right
-   over prefixes (the prefix's own bidirectional context), keeping the best few per step, then
-   position-by-position sweeps over the whole sentence until every block-1 input lies in the span.
+   *Decoders* (:mod:`gradleak.text.span_decoder`) grow every prefix by each candidate token and
+   keep the extensions whose block-1 input lies in the block-1 span (a tree of accepted
+   prefixes; its paths, matched to the known lengths, are the sentences); on an exact gradient,
+   block 0's attention context screens the candidates first (the same exact test, ~100× cheaper).
+   *Encoders* (:mod:`gradleak.text.span_encoder`) search whole sentences of each known length:
+   random starts, refined position by position (each position takes the token closest to the
+   span given the others) until every position's block-1 input lies in the span; the search
+   stops once the accepted sentences explain the whole block-1 span.
 4. **Exactness without ground truth.** The recovered batch's gradient is recomputed and compared
    with the shared one (relative squared L2 below 1e-10: exact).
 
 Defended updates: the threshold comes from the noise model the defenses declare
-(:func:`gradleak.attacks.noise_model.noise_model`): the span keeps only directions above the
-noise's Marchenko–Pastur edge and the distance threshold grows as ``‖noise‖ / weakest kept
-direction``. Where no candidate passes (the exact test fails), the attack continues with the
+(:mod:`gradleak.text.span_setup`): the span keeps only directions above the noise's
+Marchenko–Pastur edge and the distance threshold grows as ``‖noise‖ / weakest kept direction``. Where no candidate passes (the exact test fails), the attack continues with the
 distance itself as a continuous score, in the spirit of TIGER: each prefix still needed (known from
 the lengths) takes its best-scoring extension, so recovery degrades gradually instead of stopping.
 """
@@ -40,12 +42,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from gradleak.text.attack import EXACT_RELATIVE_L2, TextAttackResult, TextObserver, TextStepReport
+from gradleak.text.attack import (
+    EXACT_RELATIVE_L2,
+    TextAttackResult,
+    TextObserver,
+    TextStepReport,
+)
 from gradleak.text.client import TextUpdate, _loss_gradient
-from gradleak.text.layer_inputs import LayerInputs, layer_inputs
-from gradleak.text.span import InputSpan, input_span, noise_threshold, span_distance
+from gradleak.text.span_decoder import decode_decoder
+from gradleak.text.span_encoder import decode_encoder
+from gradleak.text.span_setup import build_setup, token_candidates
 
 RANK_MARGIN = 20  # tokens per batch ≤ width − RANK_MARGIN: the span test still discriminates
 
@@ -58,15 +64,20 @@ class SpanAttackConfig:
         threshold: relative distance below which an input counts as in the span; ``None``: from
             the noise model (``EXACT_THRESHOLD`` for an exact gradient).
         chunk: candidate sequences per forward pass (memory against speed).
-        beam: encoders: prefixes kept per step and sentence.
-        sweeps: encoders: at most this many whole-sentence sweeps.
+        screen: decoders: screen candidates by block 0's attention context before block 1
+            (off: every candidate through block 0's MLP, the reference for the speed-up).
+        starts: encoders: random starting sentences per sentence still missing, per round.
+        rounds: encoders: at most this many rounds of random starts.
+        sweeps: encoders: at most this many position-by-position refinement sweeps per start.
         noise_source: ``auto``, ``published`` or ``estimated`` (see the noise model).
     """
 
     threshold: float | None = None
     chunk: int = 2048
-    beam: int = 4
-    sweeps: int = 4
+    screen: bool = True
+    starts: int = 6
+    rounds: int = 4
+    sweeps: int = 8
     noise_source: str = "auto"
 
 
@@ -105,218 +116,6 @@ def applies(model: Any) -> bool:
     return str(getattr(model.config, "model_type", "")) in LAYER_INPUTS
 
 
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Setup:
-    inputs: LayerInputs
-    span1: InputSpan
-    span2: InputSpan
-    tau1: float
-    tau2: float
-    noise_std: float
-    noise_description: str
-
-
-def _noise_std(update: TextUpdate, source: str) -> tuple[float, str]:
-    if not update.defenses and source != "estimated":
-        return 0.0, "exact gradient"
-    from gradleak.attacks.noise_model import noise_model
-
-    model = noise_model(update.as_shared_update(), source="published" if update.defenses else source)
-    variance = max((float(v.double().max()) for v in model.variances), default=0.0)
-    return math.sqrt(max(variance, 0.0)), model.description
-
-
-def _setup(model: Any, update: TextUpdate, config: SpanAttackConfig) -> _Setup:
-    inputs = layer_inputs(model)
-    std, description = _noise_std(update, config.noise_source)
-    spans = [input_span(inputs.projection_gradient(update.tensors, k), noise_std=std) for k in (0, 1)]
-    taus = [config.threshold or noise_threshold(s, std) for s in spans]
-    return _Setup(inputs, spans[0], spans[1], taus[0], taus[1], std, description)
-
-
-def _token_candidates(
-    setup: _Setup, vocab: int, positions: int, exclude: set[int], device: torch.device
-) -> list[torch.Tensor]:
-    """Per position ``p < positions``: the token ids whose block-0 input passes the span test,
-    best first (the continuous score orders them)."""
-    tokens = torch.tensor([v for v in range(vocab) if v not in exclude], device=device)
-    out = []
-    for p in range(positions):
-        d = span_distance(setup.span1.basis, setup.inputs.first_inputs(tokens, torch.full_like(tokens, p)))
-        keep = d < setup.tau1
-        order = torch.argsort(d[keep])
-        out.append(tokens[keep][order])
-    return out
-
-
-def _distances_at(
-    setup: _Setup, seqs: torch.Tensor, mask: torch.Tensor, where: torch.Tensor, chunk: int
-) -> torch.Tensor:
-    """Block-1 span distance of each sequence's input at position ``where[i]``."""
-    out = []
-    rows = torch.arange(seqs.shape[0], device=seqs.device)
-    per = max(1, chunk)
-    for s in range(0, seqs.shape[0], per):
-        x = setup.inputs.second_inputs(seqs[s : s + per], mask[s : s + per])
-        out.append(span_distance(setup.span2.basis, x[rows[s : s + per] - s, where[s : s + per]]))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def _decode_decoder(
-    setup: _Setup, update: TextUpdate, special: dict[str, int], cands: list[torch.Tensor],
-    config: SpanAttackConfig, device: torch.device, notes: list[str],
-) -> list[list[list[int]]]:
-    """Grow the tree of accepted prefixes; return the readings of the tree as batches (one
-    sequence per sentence, with specials): sentences that start others, or repeated sentences."""
-    lengths = sorted(update.lengths, reverse=True)
-    content = [n - 2 for n in lengths]
-    frontier: list[list[int]] = [[special["cls"]]]
-    nodes: dict[int, list[tuple[list[int], float, bool]]] = {}  # content length -> (seq, score, leaf)
-    scores = {0: 0.0}
-    fallback_steps = 0
-    for t in range(1, max(content) + 1):
-        needed = sum(1 for c in content if c >= t)
-        pool = cands[t] if cands[t].numel() else cands[0]
-        if not pool.numel():
-            break
-        parent = torch.arange(len(frontier), device=device).repeat_interleave(pool.numel())
-        d = _extension_distances(setup, frontier, pool, device, config.chunk)
-        accepted = (d < setup.tau2).nonzero().flatten()
-        if accepted.numel() == 0:
-            # The exact test fails (noise): keep the best extension of the best prefixes.
-            fallback_steps += 1
-            best = torch.full((len(frontier),), math.inf, dtype=torch.float64)
-            arg = torch.zeros(len(frontier), dtype=torch.long)
-            for i in range(len(frontier)):
-                rows = (parent == i).nonzero().flatten()
-                k = int(torch.argmin(d[rows]))
-                best[i], arg[i] = d[rows[k]], rows[k]
-            accepted = arg[torch.argsort(best)[: max(1, needed)]]
-        elif accepted.numel() > max(2 * needed, needed + 8):
-            accepted = accepted[torch.argsort(d[accepted])[: max(2 * needed, needed + 8)]]
-        extended = {int(parent[i]) for i in accepted}
-        for i, f in enumerate(frontier):
-            nodes.setdefault(len(f) - 1, []).append((f, scores.get(i, 0.0), i not in extended))
-        frontier = [frontier[int(i) // pool.numel()] + [int(pool[int(i) % pool.numel()])] for i in accepted]
-        scores = {k: float(d[int(i)]) for k, i in enumerate(accepted)}
-    for i, f in enumerate(frontier):
-        nodes.setdefault(len(f) - 1, []).append((f, scores.get(i, 0.0), True))
-    if fallback_steps:
-        notes.append(f"{fallback_steps} position(s) decoded by the continuous score (no candidate "
-                     f"passed the span test at threshold {setup.tau2:.2g})")
-    readings = [_match_lengths(nodes, update.lengths, special, repeat_leaves=r) for r in (False, True)]
-    return [r for k, r in enumerate(readings) if r not in readings[:k]]
-
-
-def _extension_distances(
-    setup: _Setup, frontier: list[list[int]], pool: torch.Tensor, device: torch.device, chunk: int
-) -> torch.Tensor:
-    """Block-1 span distance of every ``prefix + token`` (prefix-major order).
-
-    The bulk runs in float32; values near the threshold are recomputed in float64, so float32
-    rounding (~1e-6) never decides acceptance.
-    """
-    assert setup.inputs.extend is not None
-    prefixes = torch.tensor(frontier, device=device)
-    basis32 = setup.span2.basis.float()
-    per = max(1, chunk // max(1, pool.numel()))
-    parts = []
-    for s in range(0, prefixes.shape[0], per):
-        x = setup.inputs.extend(prefixes[s : s + per], pool, torch.float32)
-        parts.append(span_distance(basis32, x).flatten())
-    d = torch.cat(parts).double()
-    k = pool.numel()
-    close = (d < max(10 * setup.tau2, 1e-3)).nonzero().flatten()
-    for r in torch.unique(close // k).tolist():  # one float64 call per prefix, its close tokens only
-        cols = close[close // k == r] % k
-        x = setup.inputs.extend(prefixes[r : r + 1], pool[cols], torch.float64)
-        d[r * k + cols] = span_distance(setup.span2.basis, x)[0]
-    return d
-
-
-def _match_lengths(
-    nodes: dict[int, list[tuple[list[int], float, bool]]], lengths: tuple[int, ...],
-    special: dict[str, int], *, repeat_leaves: bool = False,
-) -> list[list[int]]:
-    """One accepted prefix per sentence of the known lengths: unused leaves first, then inner
-    prefixes (a sentence that is the start of another), then repeats (duplicate sentences);
-    ``repeat_leaves`` tries repeats of leaves before inner prefixes (the gradient check decides
-    which reading is right)."""
-    used: set[tuple[int, ...]] = set()
-    out = []
-    for n in lengths:
-        c = n - 2
-        options = sorted(nodes.get(c, []), key=lambda o: (not o[2], o[1]))
-        fresh = [o for o in options if tuple(o[0]) not in used]
-        if repeat_leaves and fresh and not fresh[0][2]:
-            fresh = [o for o in options if o[2]] or fresh
-        if fresh or options:
-            seq = (fresh or options)[0][0]
-        else:  # no prefix of that length: the longest shorter one
-            shorter = [k for k in nodes if k < c]
-            seq = min(nodes[max(shorter)], key=lambda o: o[1])[0] if shorter else [special["cls"]]
-        used.add(tuple(seq))
-        out.append(list(seq) + [special["sep"]])
-    return out
-
-
-def _decode_encoder(
-    setup: _Setup, update: TextUpdate, special: dict[str, int], cands: list[torch.Tensor],
-    config: SpanAttackConfig, device: torch.device, notes: list[str],
-) -> list[list[int]]:
-    """A left-to-right beam over prefixes, then whole-sentence sweeps, per sentence.
-
-    Block 1's input at a position depends on the whole sentence here, so a prefix is scored by
-    its last position in its own (incomplete) context: a ranking, not an exact test. The sweeps
-    then score complete sentences (largest distance over positions) and change one position at a
-    time while that lowers the score.
-    """
-    content = [n - 2 for n in update.lengths]
-    width = max(config.beam, len(content))
-    frontier: list[list[int]] = [[special["cls"]]]
-    nodes: dict[int, list[tuple[list[int], float, bool]]] = {}
-    for t in range(1, max(content) + 1):
-        pool = cands[t] if cands[t].numel() else cands[0]
-        seqs = torch.tensor([f + [int(v)] for f in frontier for v in pool], device=device)
-        d = _distances_at(setup, seqs, torch.ones_like(seqs),
-                          torch.full((seqs.shape[0],), t, device=device), config.chunk)
-        best = torch.argsort(d)[:width]
-        frontier = [seqs[int(i)].tolist() for i in best]
-        nodes[t] = [(f, float(d[int(i)]), True) for f, i in zip(frontier, best)]
-    out = _match_lengths(nodes, update.lengths, special)
-    swept = 0
-    for b, seq in enumerate(out):
-        for _ in range(config.sweeps):
-            changed = False
-            for p in range(1, len(seq) - 1):
-                pool = cands[p] if cands[p].numel() else cands[0]
-                trial = torch.tensor(seq, device=device).repeat(pool.numel(), 1)
-                trial[:, p] = pool
-                score = _sentence_score(setup, trial, config.chunk)
-                best_v = int(pool[int(torch.argmin(score))])
-                if best_v != seq[p]:
-                    seq[p], changed = best_v, True
-            swept += 1
-            if not changed:
-                break
-        out[b] = seq
-    notes.append(f"encoder search: beam {width}, {swept} sentence sweep(s)")
-    return [out]
-
-
-def _sentence_score(setup: _Setup, seqs: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Largest block-1 span distance over each full sentence's positions (no padding)."""
-    out = []
-    for s in range(0, seqs.shape[0], chunk):
-        batch = seqs[s : s + chunk]
-        x = setup.inputs.second_inputs(batch, torch.ones_like(batch))
-        out.append(span_distance(setup.span2.basis, x).max(dim=1).values)
-    return torch.cat(out)
-
-
 def relative_gradient_distance(model: Any, update: TextUpdate, seqs: list[list[int]], pad: int) -> float:
     """``‖g(seqs) − g*‖² / ‖g*‖²``: 0 (up to rounding) when ``seqs`` reproduce the update."""
     grads = _loss_gradient(model, seqs, pad)
@@ -339,7 +138,7 @@ def run_span_attack(
     config = config or SpanAttackConfig()
     t0 = time.perf_counter()
     device = next(model.parameters()).device
-    setup = _setup(model, update, config)
+    setup = build_setup(model, update, threshold=config.threshold, noise_source=config.noise_source)
     check = rank_check(update, setup.inputs.width, setup.inputs.causal)
     notes = [check.describe()]
     if announce is not None:
@@ -348,12 +147,15 @@ def run_span_attack(
         notes.append(f"noise-aware span test ({setup.noise_description}): span ranks "
                      f"{setup.span1.rank}/{setup.span2.rank}, thresholds {setup.tau1:.2g}/{setup.tau2:.2g}")
     vocab = int(model.get_input_embeddings().weight.shape[0])
-    cands = _token_candidates(setup, vocab, max(update.lengths), {special["pad"]}, device)
+    cands = token_candidates(setup, vocab, max(update.lengths), {special["pad"]}, device)
+    if not config.screen:
+        setup.screen = None
     if not check.within:
+        setup.screen = None  # the span fills the layer: the screen would let everything through
         # The test passes (nearly) everything: keep the best-scoring few per position so the
         # search stays bounded; what comes back is a partial, continuous-score recovery.
         cands = [c[: max(8, update.batch_size)] for c in cands]
-    decode = _decode_decoder if setup.inputs.causal else _decode_encoder
+    decode = decode_decoder if setup.inputs.causal else decode_encoder
     seqs, rel = [], math.inf
     for reading in decode(setup, update, special, cands, config, device, notes):
         distance = relative_gradient_distance(model, update, reading, special["pad"])
