@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from gradleak.attacks.base import model_device
-from gradleak.objective import ClientForward, Loss, one_hot
-from gradleak.types import NoiseModel, SharedUpdate
+from gradleak.objective import ClientForward, Loss, one_hot, relative_update_error
+from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver, StepReport
 
 # Most Jacobian entries (pixels × gradient entries, float64) formed at once: 3,072 × 85,036 for
 # the 32×32 CIFAR LeNet is 2.1 GB. Larger problems keep the other attacks.
@@ -65,6 +66,7 @@ class GaussNewtonResult:
     bound_psnr: float  # Cramér-Rao PSNR (dB, pixel range 1) of an unbiased estimate without a prior
     steps: int  # Gauss-Newton steps taken (each: one Jacobian, one solve)
     reached_noise_floor: bool
+    seconds: float
 
 
 def fits_dense_jacobian(update: SharedUpdate) -> bool:
@@ -72,6 +74,55 @@ def fits_dense_jacobian(update: SharedUpdate) -> bool:
     pixels = update.batch_size * math.prod(update.input_shape)
     entries = sum(t.numel() for t in update.tensors)
     return pixels * entries * 8 <= MAX_JACOBIAN_BYTES
+
+
+def likelihood_applies(update: SharedUpdate, noise: NoiseModel) -> bool:
+    """Whether :func:`gauss_newton_fit` applies: one image's gradient, nothing pruned or clipped,
+    a Jacobian that fits in memory."""
+    return (
+        update.kind == "gradient" and update.batch_size == 1 and noise.masks is None and noise.clip is None
+        and fits_dense_jacobian(update)
+    )
+
+
+def maximum_likelihood(
+    model: nn.Module, update: SharedUpdate, noise: NoiseModel, analytic: AttackResult, *, min_bound_psnr: float,
+    loss: Loss | None = None, observer: StepObserver | None = None,
+) -> tuple[AttackResult | None, AttackResult]:
+    """Fit the image by maximum likelihood from the analytic result (:func:`gauss_newton_fit`).
+
+    Returns (the fit as a result, when it reached its noise floor and its Cramér-Rao PSNR is at
+    least ``min_bound_psnr``, else None; the analytic result, its images replaced by the fit's when
+    the fit explains the update better, as a start for what follows).
+    """
+    fit = gauss_newton_fit(model, update, noise, analytic.images, analytic.labels, loss=loss)
+    seconds = analytic.seconds + fit.seconds
+    images = fit.images.clamp(0, 1)
+    error = relative_update_error(model, update, images, analytic.labels)
+    extras = {
+        "relative_gradient_error": error, "discrepancy": fit.discrepancy, "cramer_rao_psnr": fit.bound_psnr,
+        "gauss_newton_steps": fit.steps, "analytic_relative_gradient_error": analytic.extras["relative_gradient_error"],
+    }
+    if observer is not None:
+        observer(StepReport(iteration=analytic.iterations + fit.steps, loss=error, images=images,
+                            objective="relative gradient error"))
+    verdict = (f"data term {fit.discrepancy:.2f}× its expectation at the true image, Cramér-Rao PSNR of the "
+               f"estimate {fit.bound_psnr:.1f} dB")
+    if fit.reached_noise_floor and fit.bound_psnr >= min_bound_psnr:
+        return AttackResult(
+            images=images, labels=analytic.labels, losses=[*analytic.losses, error],
+            iterations=analytic.iterations + fit.steps, seconds=seconds,
+            stop_reason=(f"maximum likelihood (Gauss-Newton, {fit.steps} steps from the analytic start) under "
+                         f"{noise.description}; reached its noise floor ({verdict})"),
+            extras={**analytic.extras, **extras, "auto_choice": "gauss_newton"},
+        ), analytic
+    analytic.seconds = seconds
+    analytic.iterations += fit.steps
+    analytic.extras.update(gauss_newton_discrepancy=fit.discrepancy, cramer_rao_psnr=fit.bound_psnr)
+    if error < analytic.extras["relative_gradient_error"]:
+        analytic.images = images
+        analytic.extras["relative_gradient_error"] = error
+    return None, analytic
 
 
 def entry_variances(update: SharedUpdate, noise: NoiseModel) -> torch.Tensor:
@@ -91,7 +142,7 @@ def gauss_newton_fit(
     start: torch.Tensor,
     labels: torch.Tensor,
     *,
-    steps: int = 4,
+    steps: int = 3,
     loss: Loss | None = None,
 ) -> GaussNewtonResult:
     """Undamped Gauss-Newton on the update's negative log likelihood from ``start`` (see the module).
@@ -100,6 +151,7 @@ def gauss_newton_fit(
     step no longer lowers the data term (after a backtracking line search), or after ``steps``.
     Needs a gradient update without pruning masks or clipping (the caller checks).
     """
+    began = time.perf_counter()
     device = model_device(model)
     forward = ClientForward.of(copy.deepcopy(model).double(), update, loss=loss)
     targets = one_hot(labels.to(device), update.num_classes).double()
@@ -145,7 +197,7 @@ def gauss_newton_fit(
     discrepancy = cost / max(expected, 1.0)
     return GaussNewtonResult(
         images=x.view(shape).float().cpu(), discrepancy=discrepancy, bound_psnr=bound, steps=taken,
-        reached_noise_floor=discrepancy <= NOISE_FLOOR_RATIO,
+        reached_noise_floor=discrepancy <= NOISE_FLOOR_RATIO, seconds=time.perf_counter() - began,
     )
 
 
