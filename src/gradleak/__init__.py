@@ -23,14 +23,16 @@ _API = {
     "register_metric",
 }
 _TYPES = {"SharedUpdate", "AttackResult", "NoiseContribution", "StepReport"}
+_ATTACK_BASE = {"BaseAttack", "AttackContext"}  # what a new attack builds on
 
-__all__ = ["GradleakError", "__version__", *sorted(_API), *sorted(_TYPES)]
+__all__ = ["GradleakError", "__version__", *sorted(_API), *sorted(_TYPES), *sorted(_ATTACK_BASE)]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from gradleak.api import (  # noqa: F401
         available, client_update, defend, load_update, reconstruct, register_attack, register_dataset,
         register_defense, register_metric, register_model, register_scenario, save_update, score,
     )
+    from gradleak.attacks.base import AttackContext, BaseAttack  # noqa: F401
     from gradleak.types import AttackResult, NoiseContribution, SharedUpdate, StepReport  # noqa: F401
 
 
@@ -43,6 +45,10 @@ def __getattr__(name: str) -> Any:
         import gradleak.types as types
 
         return getattr(types, name)
+    if name in _ATTACK_BASE:
+        import gradleak.attacks.base as attack_base
+
+        return getattr(attack_base, name)
     raise AttributeError(f"module 'gradleak' has no attribute {name!r}")
 
 

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,7 +166,7 @@ def train_model(config: TrainConfig, *, progress: bool = False,
     from gradleak.runtime import resolve_device, seed_everything
     from gradleak.models import build_model
     from gradleak.scenarios import cross_entropy_for_soft_labels, one_hot
-    from gradleak.utility import evaluate
+    from gradleak.train_loop import train_epochs
 
     check_train_config(config)
     device = resolve_device(config.device)
@@ -181,7 +180,6 @@ def train_model(config: TrainConfig, *, progress: bool = False,
         torch.optim.Adam(model.parameters(), lr=lr) if config.optimizer == "adam"
         else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     )
-    order_generator = torch.Generator().manual_seed(config.seed + 2)
     steps = math.ceil(len(ytr) / config.batch_size)
     bar = None
     if progress:
@@ -190,39 +188,38 @@ def train_model(config: TrainConfig, *, progress: bool = False,
         from tqdm import tqdm
 
         bar = tqdm(total=config.epochs * steps, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
-    epoch_accuracy: list[float] = []
-    epoch_loss: list[float] = []
-    start = time.perf_counter()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        # The loss the client's gradient uses (scenarios.FedSGD), so training and attack agree.
+        loss = cross_entropy_for_soft_labels(model(x), one_hot(y, classes).to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def stepped(epoch: int, loss: float) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", refresh=False)
+
+    def epoch_done(epoch: int, loss: float, accuracy: float) -> None:
+        if bar is not None:
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", acc=f"{accuracy:.1%}")
+        if on_epoch is not None:
+            on_epoch(epoch, loss, accuracy)
+
     try:
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(ytr), generator=order_generator)
-            losses = []
-            for i in range(0, len(order), config.batch_size):
-                batch = order[i : i + config.batch_size]
-                x, y = xtr[batch].to(device), ytr[batch].to(device)
-                # The loss the client's gradient uses (scenarios.FedSGD), so training and attack agree.
-                loss = cross_entropy_for_soft_labels(model(x), one_hot(y, classes).to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", refresh=False)
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise GradleakError(f"training diverged (non-finite weights) in epoch {epoch + 1} with lr {lr}: lower --lr")
-            epoch_loss.append(sum(losses) / max(1, len(losses)))
-            recalibrate_batchnorm(model, xtr, device=device)
-            epoch_accuracy.append(evaluate(model, xte, yte))
-            if bar is not None:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss[-1]:.3f}", acc=f"{epoch_accuracy[-1]:.1%}")
-            if on_epoch is not None:
-                on_epoch(epoch + 1, epoch_loss[-1], epoch_accuracy[-1])
+        loop = train_epochs(
+            model, step, (xtr, ytr), (xte, yte), epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+            device=device, diverged=f"with lr {lr}: lower --lr", on_step=stepped, on_epoch=epoch_done,
+            before_evaluate=lambda net: recalibrate_batchnorm(net, xtr, device=device),
+        )
     finally:
         if bar is not None:
             bar.close()
+    epoch_accuracy, epoch_loss = loop.epoch_accuracy, loop.epoch_loss
     model.train()
-    seconds = time.perf_counter() - start
+    seconds = loop.seconds
     from gradleak.version import __version__
 
     metadata: dict[str, Any] = {

@@ -59,6 +59,13 @@ class SharedUpdate:
         """A copy carrying ``tensors`` with ``defense`` appended to :attr:`defenses`."""
         return dataclasses.replace(self, tensors=tuple(tensors), defenses=(*self.defenses, defense))
 
+    def to(self, device: torch.device | str) -> SharedUpdate:
+        """This update with its tensors on ``device`` (itself when they already are)."""
+        device = torch.device(device)
+        if all(t.device == device for t in self.tensors):
+            return self
+        return dataclasses.replace(self, tensors=tuple(t.to(device) for t in self.tensors))
+
 
 @dataclass
 class StepReport:
@@ -83,7 +90,7 @@ class AttackResult:
     labels: torch.Tensor  # (B,) recovered class indices
     losses: list[float]  # gradient-matching loss per iteration
     iterations: int  # iterations actually run (an attack may stop early)
-    seconds: float  # wall time of the attack itself
+    seconds: float = 0.0  # wall time of the attack itself (BaseAttack.run measures it)
     stop_reason: str = "max_iterations"
     restarts: int = 1  # tries (a restarting attack's fresh starts + 1; Inverting Gradients' parallel starts)
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)

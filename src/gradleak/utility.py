@@ -20,13 +20,13 @@ Example:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from gradleak.errors import GradleakError
+from gradleak.train_loop import evaluate  # noqa: F401 - importable from here as before
 
 DIGITS = "digits"
 _DIGITS_TEST_FRACTION = 0.2
@@ -198,19 +198,6 @@ def load_split(config: UtilityConfig) -> tuple[torch.Tensor, torch.Tensor, torch
 # --------------------------------------------------------------------------- training
 
 
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch: int = 512) -> float:
-    was_training = model.training
-    model.eval()
-    correct = 0
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(labels), batch):
-            pred = model(images[i : i + batch].to(device)).argmax(dim=1).cpu()
-            correct += int((pred == labels[i : i + batch]).sum())
-    model.train(was_training)
-    return correct / max(1, len(labels))
-
-
 def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, progress: Any = None) -> UtilityResult:
     """Train ``config.model`` for ``config.epochs`` epochs of defended FedSGD; test accuracy.
 
@@ -221,6 +208,7 @@ def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, pro
     from gradleak.runtime import resolve_device, seed_everything
     from gradleak.models import MODELS, build_model, check_compatible, default_model
     from gradleak.scenarios import FedSGD, cross_entropy_for_soft_labels, one_hot
+    from gradleak.train_loop import train_epochs
 
     check_utility_config(config)
     defenses = parse_defenses(config.defenses)
@@ -234,37 +222,27 @@ def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, pro
     model = build_model(model_name, channels=channels, image_size=size, num_classes=classes).to(device)
     model.train()
     client = FedSGD(defenses=defenses, generator=torch.Generator().manual_seed(config.seed + 1))
-    order_generator = torch.Generator().manual_seed(config.seed + 2)
     params = list(model.parameters())
     velocity = [torch.zeros_like(p) for p in params]
-    epoch_accuracy: list[float] = []
-    epoch_loss: list[float] = []
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(ytr), generator=order_generator)
-        losses = []
-        for i in range(0, len(order), config.batch_size):
-            batch = order[i : i + config.batch_size]
-            x, y = xtr[batch].to(device), ytr[batch].to(device)
-            with torch.no_grad():
-                losses.append(float(cross_entropy_for_soft_labels(model(x), one_hot(y, classes).to(device))))
-            update = client.share(model, x, y)
-            with torch.no_grad():
-                for p, g, v in zip(params, update.tensors, velocity):
-                    g = g.to(p.device, p.dtype)
-                    if config.momentum:
-                        v.mul_(config.momentum).add_(g)
-                        g = v
-                    p.sub_(config.lr * g)
-        if not all(torch.isfinite(p).all() for p in params):
-            raise GradleakError(
-                f"training diverged (non-finite weights) in epoch {epoch + 1} with lr {config.lr} "
-                f"under {', '.join(config.defenses) or 'no defense'}: lower lr"
-            )
-        epoch_loss.append(sum(losses) / max(1, len(losses)))
-        epoch_accuracy.append(evaluate(model, xte, yte))
-        if progress is not None:
-            progress(epoch + 1, epoch_accuracy[-1])
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            loss = float(cross_entropy_for_soft_labels(model(x), one_hot(y, classes).to(device)))
+        update = client.share(model, x, y)
+        with torch.no_grad():
+            for p, g, v in zip(params, update.tensors, velocity):
+                g = g.to(p.device, p.dtype)
+                if config.momentum:
+                    v.mul_(config.momentum).add_(g)
+                    g = v
+                p.sub_(config.lr * g)
+        return loss
+
+    loop = train_epochs(
+        model, step, (xtr, ytr), (xte, yte), epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+        device=device, diverged=f"with lr {config.lr} under {', '.join(config.defenses) or 'no defense'}: lower lr",
+        on_epoch=None if progress is None else lambda epoch, _loss, accuracy: progress(epoch, accuracy),
+    )
     dp = next((d for d in defenses if hasattr(d, "epsilon")), None)
     dp_epsilon = None
     if dp is not None:
@@ -273,12 +251,12 @@ def train_under_defense(config: UtilityConfig, *, data: tuple | None = None, pro
         steps = config.epochs * math.ceil(len(ytr) / config.batch_size)
         dp_epsilon = dp.epsilon(steps=steps, sample_rate=min(1.0, config.batch_size / len(ytr)))
     return UtilityResult(
-        accuracy=epoch_accuracy[-1],
-        epoch_accuracy=epoch_accuracy,
-        epoch_loss=epoch_loss,
+        accuracy=loop.epoch_accuracy[-1],
+        epoch_accuracy=loop.epoch_accuracy,
+        epoch_loss=loop.epoch_loss,
         train_size=len(ytr),
         test_size=len(yte),
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=round(loop.seconds, 3),
         model=model_name,
         defenses=[d.name for d in defenses],
         config=asdict(config),

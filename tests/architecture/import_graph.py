@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "types": 0, "registry": 0, "io": 0, "runtime": 0, "objective": 0, "version": 0, "memory": 0,
     "models": 1, "data": 1, "metrics": 1,
     "defenses": 2, "scenarios": 2, "attacks": 2,
-    "experiment": 3, "training": 3, "utility": 3, "inspect": 3, "sweep": 3, "report": 3,
+    "experiment": 3, "training": 3, "train_loop": 3, "utility": 3, "inspect": 3, "sweep": 3, "report": 3,
     "text": 3, "api": 3, "captured": 3, "integrations": 4, "figures": 1,
     "cli": 5,
 }

@@ -55,7 +55,7 @@ def reconstruct(
             raise GradleakError("give settings to the attack object itself, not to reconstruct")
         attack_obj = attack
     device = next(model.parameters()).device
-    update = _on(update, device)
+    update = update.to(device)
     attack_obj.check(update, model)
     kwargs: dict[str, Any] = {"observer": observer}
     if generator is not None:
@@ -83,11 +83,3 @@ def score(result: AttackResult | torch.Tensor, images: torch.Tensor, labels: tor
         true_labels=None if labels is None else torch.as_tensor(labels).cpu(),
         recovered_labels=None if recovered is None else recovered.cpu(),
     )
-
-
-def _on(update: SharedUpdate, device: torch.device) -> SharedUpdate:
-    import dataclasses
-
-    if all(t.device == device for t in update.tensors):
-        return update
-    return dataclasses.replace(update, tensors=tuple(t.to(device) for t in update.tensors))

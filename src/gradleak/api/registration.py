@@ -16,8 +16,10 @@ from gradleak.errors import GradleakError
 
 
 def register_attack(name: str, attack: type) -> type:
-    """Register an attack class (a dataclass with ``name``, ``check(update, model)`` and
-    ``run(model, update, *, generator=None, observer=None) -> AttackResult``); returns it, so it
+    """Register an attack class: usually a dataclass subclassing :class:`gradleak.BaseAttack`
+    (``name``, ``check(update, model)`` and ``reconstruct(model, update, context)``; the base's
+    ``run`` does the rest), or any class with ``name``, ``check`` and its own
+    ``run(model, update, *, generator=None, observer=None) -> AttackResult``. Returns it, so it
     also works as ``@register_attack("mine")``-style helper via ``functools.partial``."""
     from gradleak.attacks import ATTACKS
 

@@ -25,8 +25,6 @@ can fall back to optimisation when the model does not fit or the update was pert
 from __future__ import annotations
 
 import math
-
-import time
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from gradleak.attacks.base import ATTACKS, model_device, require_gradient, smooth_total_variation
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, model_device, require_gradient, smooth_total_variation
 from gradleak.attacks.labels import as_gradient_signal, hidden_present_classes, idlg_label
 from gradleak.attacks.unmix import solve_linear_head
 from gradleak.errors import GradleakError
@@ -92,7 +90,7 @@ def head_features(g_weight: torch.Tensor, g_bias: torch.Tensor, variances: torch
 
 
 @dataclass
-class AnalyticInversion:
+class AnalyticInversion(BaseAttack):
     """Layer-by-layer inversion for ``(Conv2d → Sigmoid)* → Linear`` models (exact for one image).
 
     Example:
@@ -157,23 +155,13 @@ class AnalyticInversion:
             return None
         return variances.to(device=model_device(model), dtype=torch.float64).expand(parameter.shape)
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        del generator  # deterministic
-        self.check(update, model)
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        device, observer = context.device, context.observer  # deterministic: no generator
         layers = sigmoid_conv_layers(model)
         assert not isinstance(layers, str)
         convs, head = layers
-        start = time.perf_counter()
-        device = model_device(model)
         batch = update.batch_size
-        grads = [g.to(device=device, dtype=torch.float64) for g in update.tensors]
+        grads = [g.to(dtype=torch.float64) for g in update.tensors]
         grad_of = {id(p): g for (_, p), g in zip(sent_parameters(model, update.parameter_names), grads)}
         g_weight, g_bias = grad_of[id(head.weight)], grad_of[id(head.bias)]
         head_weight = head.weight.detach().double()
@@ -230,7 +218,6 @@ class AnalyticInversion:
             candidate_error = relative_gradient_error(model, update, candidate, labels)
             if candidate_error < error:
                 images, error, refined = candidate, candidate_error, True
-        seconds = time.perf_counter() - start
         steps = fit_evaluations + 1
         if observer is not None:
             observer(StepReport(iteration=steps, loss=error, images=images, objective="relative gradient error"))
@@ -245,7 +232,6 @@ class AnalyticInversion:
             labels=labels,
             losses=[error],
             iterations=steps,
-            seconds=seconds,
             stop_reason=stop_reason,
             extras={
                 "relative_gradient_error": error,

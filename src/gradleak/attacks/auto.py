@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error, sigmoid_conv_layers
-from gradleak.attacks.base import ATTACKS, as_gradient
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, as_gradient
 from gradleak.attacks.dlg import DLG
 from gradleak.attacks.gauss_newton import likelihood_applies, maximum_likelihood
 from gradleak.attacks.ig import InvertingGradients
@@ -137,7 +137,7 @@ def relu_disaggregation_plan(model: nn.Module, update: SharedUpdate) -> str | No
 
 
 @dataclass
-class Auto:
+class Auto(BaseAttack):
     """Analytic inversion when it applies and verifies, Inverting Gradients otherwise."""
 
     iterations: int = 2000  # for the optimisation fallback
@@ -196,15 +196,8 @@ class Auto:
         what = "one image's gradient" if gradient.batch_size == 1 else f"the gradient of a batch of {gradient.batch_size}"
         return "analytic", f"{what} through a sigmoid conv net with a biased Linear head"
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        self.check(update, model)
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        generator, observer = context.generator, context.observer
         first, reason = self.plan(model, update)
         if first == "imprint":
             from gradleak.attacks.imprint import ImprintAttack
@@ -250,7 +243,6 @@ class Auto:
             iterations=self.iterations, tv_weight=self.tv_weight, restarts=self.restarts, init=warm, loss=self.loss
         )
         result = fallback.run(model, update, generator=generator, observer=observer)
-        result.seconds += analytic.seconds if analytic is not None else 0.0
         result.iterations += analytic.iterations if analytic is not None else 0  # both ran (and are on the curve)
         result.extras.update(auto_choice="ig", auto_reason=reason)
         result.stop_reason = f"{result.stop_reason} (Inverting Gradients: {reason})"
@@ -264,7 +256,7 @@ class Auto:
         analytic_error = analytic.extras["relative_gradient_error"]
         if analytic_error > ig_error:
             return result
-        analytic.seconds, analytic.iterations = result.seconds, result.iterations
+        analytic.iterations = result.iterations
         analytic.extras.update({"auto_choice": "analytic", "auto_reason": "its result explains the update better "
                                 "than Inverting Gradients from it", "ig_relative_gradient_error": ig_error})
         analytic.stop_reason = (
@@ -325,14 +317,12 @@ class Auto:
         elif update.batch_size == 1:
             rival = DLG(iterations=min(self.iterations, 50), analytic_label=True, init=analytic.images,
                         name="idlg").run(model, update, observer=observer)
-            rival.seconds += analytic.seconds
             rival.iterations += analytic.iterations
             key, choice, what = "lbfgs", "lbfgs_from_analytic", "iDLG L-BFGS from the analytic start"
         else:
             rival, key, choice, what = analytic, "analytic", "analytic", "the analytic result"
         energy_rival, discrepancy = posterior_energy(model, update, noise, rival.images, rival.labels, attack)
         result = attack.run(model, update, generator=generator, observer=observer)
-        result.seconds += rival.seconds
         result.iterations += rival.iterations  # every phase ran and is on the curve
         energy_map = result.extras["posterior_energy"]
         result.extras.update({
@@ -343,7 +333,7 @@ class Auto:
             f"{key}_discrepancy": discrepancy,
         })
         if energy_rival < energy_map or not math.isfinite(energy_map):
-            rival.seconds, rival.iterations = result.seconds, result.iterations
+            rival.iterations = result.iterations
             rival.extras.update({**result.extras, "auto_choice": choice, "auto_reason": (
                 f"its posterior energy {energy_rival:.4g} is below MAP's {energy_map:.4g} ({why})")})
             rival.stop_reason = f"{what} kept: posterior energy {energy_rival:.4g} < MAP's {energy_map:.4g} ({why})"
@@ -370,7 +360,6 @@ class Auto:
         if not lbfgs_error < ig_error:
             ig_result.iterations += candidate.iterations  # both ran (and are on the curve)
             return ig_result
-        candidate.seconds += ig_result.seconds
         candidate.iterations += ig_result.iterations
         candidate.extras.update(ig_result.extras)
         candidate.extras["auto_choice"] = "lbfgs_from_analytic"

@@ -8,18 +8,17 @@ implies (so :class:`~gradleak.attacks.auto.Auto` accepts it only when it explain
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gradleak.attacks.base import as_gradient, finish, model_device
+from gradleak.attacks.base import AttackContext, BaseAttack, as_gradient
 from gradleak.attacks.labels import restore_batch_labels
 from gradleak.attacks.probe import Call, probe_model
 from gradleak.errors import GradleakError
 from gradleak.objective import Loss, relative_update_error
-from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.types import AttackResult, SharedUpdate, StepReport
 
 
 def one_image_first_layer(
@@ -39,7 +38,7 @@ def one_image_first_layer(
 
 
 @dataclass
-class ClosedForm:
+class ClosedForm(BaseAttack):
     iterations: int = 1  # accepted for a uniform interface (--iters); a closed form has no iterations
     loss: Loss | None = None  # only to verify the result; the solve itself does not depend on it
     name: str = "closed_form"
@@ -62,26 +61,14 @@ class ClosedForm:
         if model is not None:
             self._found(model, update)
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        del generator  # deterministic
-        start = time.perf_counter()
-        images, stop_reason = self.solve(self._found(model, update), update)
-        images = images.float().to(model_device(model))
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        images, stop_reason = self.solve(self._found(model, update), update)  # deterministic: no generator
+        images = images.float().to(context.device)
         labels = restore_batch_labels(update)
         error = relative_update_error(model, update, images.clamp(0, 1), labels, loss=self.loss)
-        if observer is not None:
-            observer(StepReport(iteration=1, loss=error, images=images.clamp(0, 1)))
-        return finish(
-            AttackResult(
-                images=images.cpu(), labels=labels, losses=[error], iterations=1,
-                seconds=time.perf_counter() - start, stop_reason=stop_reason,
-                extras={"relative_gradient_error": error},
-            )
+        if context.observer is not None:
+            context.observer(StepReport(iteration=1, loss=error, images=images.clamp(0, 1)))
+        return AttackResult(
+            images=images, labels=labels, losses=[error], iterations=1, stop_reason=stop_reason,
+            extras={"relative_gradient_error": error},
         )

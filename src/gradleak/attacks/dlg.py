@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -12,9 +11,9 @@ from torch import nn
 
 from gradleak.attacks.base import (
     ATTACKS,
-    finish,
+    AttackContext,
+    BaseAttack,
     is_bad,
-    model_device,
     randn_like_on,
     require_gradient,
     squared_l2_distance,
@@ -23,11 +22,11 @@ from gradleak.attacks.base import (
 from gradleak.attacks.labels import idlg_label
 from gradleak.errors import GradleakError
 from gradleak.objective import ClientForward, Loss, one_hot
-from gradleak.types import Attempt, AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.types import Attempt, AttackResult, SharedUpdate, StepReport
 
 
 @dataclass
-class DLG:
+class DLG(BaseAttack):
     """Deep Leakage from Gradients: L-BFGS (lr 1) on dummy images and dummy label logits.
 
     Minimises Σ‖∇W(x', softmax(y')) − ∇W‖² (+ ``tv_weight``·TV(x')). ``clamp=True`` projects
@@ -113,17 +112,9 @@ class DLG:
                 f"(got {self.check_at}, {self.required_drop}, {self.restart_std})"
             )
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        self.check(update)
-        device = model_device(model)
-        shared = [t.to(device) for t in update.tensors]
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        device, generator, observer = context.device, context.generator, context.observer
+        shared = list(update.tensors)
         forward = ClientForward.of(model, update, loss=self.loss)
         shape = (update.batch_size, *update.input_shape)
         max_tries = 1 if self.init is not None else self.restarts
@@ -140,8 +131,6 @@ class DLG:
         snapshots: list[tuple[int, torch.Tensor]] = []
         attempts: list[Attempt] = []
         best: tuple[float, torch.Tensor, torch.Tensor | None] | None = None  # (loss, images, label logits)
-        observer_seconds = 0.0
-        start = time.perf_counter()
         iteration = 0
         while iteration < self.iterations:
             number = len(attempts) + 1
@@ -223,10 +212,8 @@ class DLG:
                         f"try {number} {reason} ({detail})"
                     )
                 if observer is not None:
-                    observed = time.perf_counter()
                     observer(StepReport(iteration=iteration, loss=loss, images=last_good, event=event,
                                         objective=objective))
-                    observer_seconds += time.perf_counter() - observed
                 if stop:
                     break
             final = last_loss if math.isfinite(last_loss) else math.inf
@@ -240,8 +227,6 @@ class DLG:
                 break  # the original stops at a blow-up; so does the last allowed try
             if reason == "converged":
                 break
-        # The attack's own wall time: the runner's scoring and progress bar are not the attack's.
-        seconds = time.perf_counter() - start - observer_seconds
         assert best is not None
         _, images, label_logits = best
         if label_logits is None:
@@ -254,18 +239,15 @@ class DLG:
             + ", ".join(f"{a.reason} at {a.start + a.iterations}" for a in attempts[:-1])
             + ")"
         )
-        return finish(
-            AttackResult(
-                images=images.cpu(),
-                labels=labels,
-                losses=losses,
-                iterations=len(losses),
-                seconds=seconds,
-                stop_reason=stop_reason,
-                restarts=len(attempts),
-                snapshots=snapshots,
-                attempts=attempts,
-            )
+        return AttackResult(
+            images=images,
+            labels=labels,
+            losses=losses,
+            iterations=len(losses),
+            stop_reason=stop_reason,
+            restarts=len(attempts),
+            snapshots=snapshots,
+            attempts=attempts,
         )
 
     def _judge(self, loss: float, start_loss: float, steps: int, images: torch.Tensor) -> tuple[str, str] | None:

@@ -19,22 +19,21 @@ and a divergence guard resets a restart that turns NaN/Inf to its best state.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import grad_and_value, vmap
 
-from gradleak.attacks.base import ATTACKS, model_device
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack
 from gradleak.attacks.labels import restore_batch_labels
 from gradleak.errors import GradleakError
 from gradleak.objective import ClientForward, Loss, one_hot
-from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.types import AttackResult, SharedUpdate, StepReport
 
 
 @dataclass
-class InvertingGradients:
+class InvertingGradients(BaseAttack):
     """Inverting Gradients with restarts; works on FedSGD gradients and FedAvg weight changes.
 
     Example:
@@ -70,23 +69,14 @@ class InvertingGradients:
         if update.kind == "weight_delta" and not update.local_lr:
             raise GradleakError("a FedAvg weight change needs the client's learning rate (--local-lr)")
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        self.check(update, model)
-        device = model_device(model)
-        start = time.perf_counter()
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        device, generator, observer = context.device, context.generator, context.observer
         labels = restore_batch_labels(update)
         targets = one_hot(labels, update.num_classes).to(device)
         # The client's forward model on a private copy: BatchNorm as the client ran it, without
         # touching running statistics, so restarts can run under vmap.
         forward = ClientForward.of(model, update, loss=self.loss)
-        shared = tuple(t.to(device) for t in update.tensors)
+        shared = update.tensors
         shared_norm = torch.sqrt(sum((s**2).sum() for s in shared))
 
         def distance(x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +111,6 @@ class InvertingGradients:
         snapshots: list[tuple[int, torch.Tensor]] = []
         stop_reason = "max_iterations"
         resets = 0
-        observer_seconds = 0.0
         iteration = 0
         for iteration in range(1, self.iterations + 1):
             try:
@@ -158,20 +147,16 @@ class InvertingGradients:
             if self.snapshot_every and (iteration - 1) % self.snapshot_every == 0:
                 snapshots.append((iteration - 1, best_x[best].detach().cpu().clone()))
             if observer is not None:
-                t = time.perf_counter()
                 observer(StepReport(iteration=iteration, loss=loss_value, images=best_x[best], objective="1 − gradient cosine similarity"))
-                observer_seconds += time.perf_counter() - t
             if iteration % self.check_every == 0 and loss_value < self.tolerance:
                 stop_reason = "converged"
                 break
         best = int(torch.argmin(best_loss))
-        seconds = time.perf_counter() - start - observer_seconds
         return AttackResult(
-            images=best_x[best].detach().clamp(0, 1).cpu(),
-            labels=labels.cpu(),
+            images=best_x[best],
+            labels=labels,
             losses=losses,
             iterations=iteration,
-            seconds=seconds,
             stop_reason=stop_reason,
             restarts=self.restarts,
             snapshots=snapshots,

@@ -16,20 +16,19 @@ aggregation (a mean of clients' gradients is still such a sum).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gradleak.attacks.base import ATTACKS
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack
 from gradleak.attacks.labels import restore_batch_labels
 from gradleak.errors import GradleakError
-from gradleak.types import AttackResult, SharedUpdate, StepObserver, StepReport
+from gradleak.types import AttackResult, SharedUpdate, StepReport
 
 
 @dataclass
-class ImprintAttack:
+class ImprintAttack(BaseAttack):
     """Read the batch out of the first imprint block's weight and bias gradients."""
 
     iterations: int = 1  # accepted for a uniform interface; the recovery is one closed-form step
@@ -55,18 +54,9 @@ class ImprintAttack:
                 "parameters: it was not computed on this model"
             )
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
         from gradleak.models.imprint import find_imprint_blocks
 
-        self.check(update, model)
-        start = time.perf_counter()
         _, block = find_imprint_blocks(model)[0]
         position = {id(p): i for i, p in enumerate(model.parameters())}
         weight = update.tensors[position[id(block.linear0.weight)]].detach().double().cpu()
@@ -76,16 +66,14 @@ class ImprintAttack:
         )
         images = images.float().view(update.batch_size, *update.input_shape).clamp(0, 1)
         labels = restore_batch_labels(update)
-        seconds = time.perf_counter() - start
-        if observer is not None:
-            observer(StepReport(iteration=1, loss=0.0, images=images, objective="closed form (no objective)"))
+        if context.observer is not None:
+            context.observer(StepReport(iteration=1, loss=0.0, images=images, objective="closed form (no objective)"))
         found = min(filled, update.batch_size)
         return AttackResult(
             images=images,
             labels=labels,
             losses=[0.0],
             iterations=1,
-            seconds=seconds,
             stop_reason=(
                 f"solved in closed form from {block.bins} imprint bins: {filled} non-empty "
                 f"for a batch of {update.batch_size}"

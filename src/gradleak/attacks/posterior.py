@@ -26,18 +26,17 @@ stage to the modelled one.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gradleak.attacks.base import ATTACKS, finish, model_device, require_gradient, smooth_total_variation
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, model_device, require_gradient, smooth_total_variation
 from gradleak.attacks.labels import idlg_label, restore_batch_labels
 from gradleak.attacks.noise_model import NOISE_SOURCES, noise_model
 from gradleak.errors import GradleakError
 from gradleak.objective import ClientForward, Loss, one_hot
-from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepObserver, StepReport
+from gradleak.types import AttackResult, NoiseModel, SharedUpdate, StepReport
 
 # Continuation: noise variances tried, as shares of the update's mean square entry, before the
 # modelled one. An exact gradient ends at the floor share, where the prior is negligible.
@@ -70,7 +69,7 @@ def image_prior(images: torch.Tensor, smoothing: float, *, chroma_weight: float)
 
 
 @dataclass
-class MapInversion:
+class MapInversion(BaseAttack):
     """Noise-aware MAP inversion (see the module docstring).
 
     Example:
@@ -118,18 +117,9 @@ class MapInversion:
                 f"unknown --noise-source {self.noise_source!r}: choose one of {', '.join(NOISE_SOURCES)}"
             )
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        self.check(update, model)
-        start = time.perf_counter()
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        device, generator, observer = context.device, context.generator, context.observer
         noise = self.noise if self.noise is not None else noise_model(update, source=self.noise_source)
-        device = model_device(model)
         labels = torch.tensor([idlg_label(update)]) if update.batch_size == 1 else restore_batch_labels(update)
         shape = (update.batch_size, *update.input_shape)
         if self.init is not None:
@@ -210,12 +200,11 @@ class MapInversion:
         final, discrepancy = energy.evaluate(images.to(device))
         if stop_reason == "max_iterations":
             stop_reason = f"MAP inversion under {noise.description}; {noise_floor_verdict(discrepancy, evaluations)}"
-        result = AttackResult(
+        return AttackResult(
             images=images,
             labels=labels,
             losses=losses or [final],
             iterations=evaluations,
-            seconds=time.perf_counter() - start,
             stop_reason=stop_reason,
             snapshots=snapshots,
             extras={
@@ -225,7 +214,6 @@ class MapInversion:
                 "continuation_stages": float(len(stages)),
             },
         )
-        return finish(result)
 
 
 def noise_floor_verdict(discrepancy: float, evaluations: int) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradleak.attacks.base import ATTACKS, model_device
+from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, model_device
 from gradleak.attacks.labels import restore_batch_labels
 from gradleak.errors import GradleakError
 from gradleak.scenarios import cross_entropy_for_soft_labels, functional_forward, one_hot
@@ -404,7 +404,7 @@ def replay_error(model: nn.Module, update: SharedUpdate, images: torch.Tensor, l
 
 
 @dataclass
-class Spear:
+class Spear(BaseAttack):
     """Exact disaggregation of a batch through a ``(Linear|Conv2d) → ReLU → Linear`` model.
 
     Example:
@@ -447,16 +447,8 @@ class Spear:
                     f"at most {width} and cannot separate the samples (use a batch of at most {width // 2}, or --attack ig)"
                 )
 
-    def run(
-        self,
-        model: nn.Module,
-        update: SharedUpdate,
-        *,
-        generator: torch.Generator | None = None,
-        observer: StepObserver | None = None,
-    ) -> AttackResult:
-        self.check(update, model)
-        start = time.perf_counter()
+    def reconstruct(self, model: nn.Module, update: SharedUpdate, context: AttackContext) -> AttackResult:
+        generator, observer = context.generator, context.observer
         chain = find_relu_linear_chain(model)
         assert not isinstance(chain, str)
         batch = update.batch_size
@@ -498,7 +490,6 @@ class Spear:
             "relative_update_error": error,
             **({"noise_to_signal": noise_to_signal} if noise_to_signal is not None else {}),
         }
-        seconds = time.perf_counter() - start
         if count == batch and error <= self.accept_error:
             reason = (f"disaggregated all {batch} samples at the ReLU layer ({found.linear_programs} linear programs); "
                       f"accepted: they reproduce the shared update (relative error {error:.1e})")
@@ -522,7 +513,7 @@ class Spear:
                       f"{found.rank_gap:.1e}); {why}")
         if observer is not None:
             observer(StepReport(iteration=1, loss=error, images=images32))
-        result = AttackResult(images=images32, labels=labels, losses=[error], iterations=1, seconds=seconds,
+        result = AttackResult(images=images32, labels=labels, losses=[error], iterations=1,
                               stop_reason=reason, extras=extras)
         if count < batch and self.fallback:
             return self._hand_over(model, update, result, count, generator, observer, reason)
@@ -540,7 +531,6 @@ class Spear:
         images = result.images.clone()
         images[:count] = exact.images[:count]
         result.images = images
-        result.seconds += exact.seconds
         result.extras.update(exact.extras)
         result.extras["relative_update_error"] = replay_error(model, update, images, result.labels)
         result.stop_reason = f"{reason}; Inverting Gradients ran for them ({result.stop_reason})"

@@ -26,6 +26,7 @@ from gradleak.types import NoiseContribution, SharedUpdate
 
 __all__ = ["DPSGD", "clip_per_example", "per_example_norms", "split_dpsgd"]
 
+
 def check_dp_settings(
     clip: float, sigma: float, delta: float, *, names: tuple[str, str] = ("clip", "sigma"),
     example: str = "dpsgd:clip=1.0,sigma=1.0",
@@ -40,6 +41,53 @@ def check_dp_settings(
         bad.append(f"delta must be in (0, 1) (got {delta})")
     if bad:
         raise GradleakError(f"bad DP-SGD settings: {'; '.join(bad)}: pass e.g. {example}")
+
+
+# What gradleak's DP-SGD and Opacus's (defenses/opacus.py) share: the same mechanism, computed two ways.
+
+
+def dp_noise_contribution(update: SharedUpdate, *, clip: float, sigma: float, mechanism: str) -> NoiseContribution:
+    """Noise of std sigma·clip on the sum of clipped per-example gradients, then divided by B."""
+    std = sigma * clip / update.batch_size
+    return NoiseContribution(
+        variances=constant_variances(update, std**2),
+        clip=clip,
+        description=f"{mechanism} clip {clip:g}, noise std {std:.3g} on the mean gradient",
+    )
+
+
+def refuse_finished_update(name: str, mechanism: str) -> GradleakError:
+    """The error for applying a gradient-time defense to a finished update."""
+    return GradleakError(
+        f"{name} cannot be applied to a finished update: {mechanism} must be applied by the client at "
+        "gradient time (the scenario calls private_gradient); use it with --scenario fedsgd"
+    )
+
+
+def check_dp_batch(images: Tensor, targets: Tensor, mechanism: str) -> int:
+    """The batch size, after refusing an empty batch or targets that do not match the images."""
+    batch = images.shape[0]
+    if batch < 1 or targets.shape[0] != batch:
+        raise GradleakError(
+            f"{mechanism} needs matching non-empty batches (got {batch} images and {targets.shape[0]} targets)"
+        )
+    return batch
+
+
+def trivial_epsilon(steps: int, sample_rate: float, sigma: float, mechanism: str) -> float | None:
+    """Epsilon where no accountant is needed (0 for no step, inf without noise), after checking the
+    inputs; None where an accountant must compute it."""
+    if int(steps) != steps or steps < 0:
+        raise GradleakError(f"{mechanism} epsilon needs a whole number of steps >= 0 (got {steps})")
+    if not 0 < sample_rate <= 1:
+        raise GradleakError(
+            f"{mechanism} epsilon needs a sample rate in (0, 1] (got {sample_rate}): pass batch size / dataset size"
+        )
+    if steps == 0:
+        return 0.0
+    if sigma == 0:
+        return math.inf
+    return None
 
 
 @dataclass
@@ -74,21 +122,11 @@ class DPSGD:
 
     def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
         """Noise of std sigma·clip on the sum of clipped per-example gradients, then divided by B."""
-        std = self.sigma * self.clip / update.batch_size
-        return NoiseContribution(
-            variances=constant_variances(update, std**2),
-            clip=self.clip,
-            description=f"DP-SGD clip {self.clip:g}, noise std {std:.3g} on the mean gradient",
-        )
+        return dp_noise_contribution(update, clip=self.clip, sigma=self.sigma, mechanism="DP-SGD")
 
-    def apply(
-        self, update: SharedUpdate, *, generator: torch.Generator | None = None
-    ) -> SharedUpdate:
+    def apply(self, update: SharedUpdate, *, generator: torch.Generator | None = None) -> SharedUpdate:
         """Always raises: DP-SGD acts when the gradient is computed, not on a shared update."""
-        raise GradleakError(
-            f"{self.name} cannot be applied to a finished update: DP-SGD must be applied by the "
-            "client at gradient time (the scenario calls DPSGD.private_gradient)"
-        )
+        raise refuse_finished_update(self.name, "DP-SGD")
 
     def per_example_gradients(
         self,
@@ -106,15 +144,8 @@ class DPSGD:
         forward = ClientForward(model, parameter_names=trainable_parameter_names(model), loss=loss_fn)
         return tuple(g.detach() for g in forward.per_example_gradients(images, targets))
 
-    def private_gradient(
-        self,
-        model: torch.nn.Module,
-        loss_fn: Callable[[Tensor, Tensor], Tensor],
-        images: Tensor,
-        targets: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, ...]:
+    def private_gradient(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], images: Tensor,
+                         targets: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
         """The DP-SGD gradient the client shares, one tensor per parameter.
 
         Per-example gradients via ``torch.func`` (``functional_call`` + ``vmap`` + ``grad``;
@@ -134,12 +165,7 @@ class DPSGD:
         With ``sigma=0`` and a clip larger than every per-example norm this is the ordinary
         batch-mean gradient of a mean-reduced loss.
         """
-        batch = images.shape[0]
-        if batch < 1 or targets.shape[0] != batch:
-            raise GradleakError(
-                f"DP-SGD needs matching non-empty batches (got {batch} images and "
-                f"{targets.shape[0]} targets)"
-            )
+        batch = check_dp_batch(images, targets, "DP-SGD")
         clipped = clip_per_example(
             self.per_example_gradients(model, loss_fn, images, targets), self.clip
         )
@@ -162,17 +188,9 @@ class DPSGD:
         learning ``sample_rate`` is the client's batch size over its dataset size (1 when the
         client uses all its data every step).
         """
-        if int(steps) != steps or steps < 0:
-            raise GradleakError(f"DP-SGD epsilon needs a whole number of steps >= 0 (got {steps})")
-        if not 0 < sample_rate <= 1:
-            raise GradleakError(
-                f"DP-SGD epsilon needs a sample rate in (0, 1] (got {sample_rate}): "
-                "pass batch size / dataset size"
-            )
-        if steps == 0:
-            return 0.0
-        if self.sigma == 0:
-            return math.inf
+        trivial = trivial_epsilon(steps, sample_rate, self.sigma, "DP-SGD")
+        if trivial is not None:
+            return trivial
         try:
             import dp_accounting  # type: ignore[import-untyped, unused-ignore]
             from dp_accounting.rdp import (  # type: ignore[import-untyped, unused-ignore]

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,15 @@ import torch
 from torch import Tensor
 
 from gradleak.defenses.base import DEFENSES, DefenseKind
-from gradleak.defenses.dpsgd import DPSGD, check_dp_settings, parse_dp_settings
+from gradleak.defenses.dpsgd import (
+    DPSGD,
+    check_dp_batch,
+    check_dp_settings,
+    dp_noise_contribution,
+    parse_dp_settings,
+    refuse_finished_update,
+    trivial_epsilon,
+)
 from gradleak.errors import GradleakError
 from gradleak.types import NoiseContribution, SharedUpdate
 
@@ -81,30 +88,14 @@ class OpacusDPSGD:
 
     def apply(self, update: SharedUpdate, *, generator: torch.Generator | None = None) -> SharedUpdate:
         """Always raises: DP-SGD acts when the gradient is computed, not on a shared update."""
-        raise GradleakError(
-            f"{self.name} cannot be applied to a finished update: Opacus DP-SGD acts at gradient "
-            "time (the scenario calls private_gradient); use it with --scenario fedsgd"
-        )
+        raise refuse_finished_update(self.name, "Opacus DP-SGD")
 
     def noise_contribution(self, update: SharedUpdate) -> NoiseContribution:
         """Opacus's published noise: std ``noise_multiplier * max_grad_norm / B`` on the mean gradient."""
-        std = self.noise_multiplier * self.max_grad_norm / update.batch_size
-        variance = [torch.tensor(std**2, dtype=t.dtype, device=t.device) for t in update.tensors]
-        return NoiseContribution(
-            variances=tuple(variance),
-            clip=self.max_grad_norm,
-            description=f"DP-SGD (Opacus) clip {self.max_grad_norm:g}, noise std {std:.3g} on the mean gradient",
-        )
+        return dp_noise_contribution(update, clip=self.max_grad_norm, sigma=self.noise_multiplier, mechanism="DP-SGD (Opacus)")
 
-    def private_gradient(
-        self,
-        model: torch.nn.Module,
-        loss_fn: Callable[[Tensor, Tensor], Tensor],
-        images: Tensor,
-        targets: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, ...]:
+    def private_gradient(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], images: Tensor,
+                         targets: Tensor, *, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
         """The gradient Opacus's ``DPOptimizer`` would step with, one tensor per model parameter.
 
         A copy of ``model`` is wrapped in ``GradSampleModule`` (the user's model gets no hooks),
@@ -117,11 +108,7 @@ class OpacusDPSGD:
         from opacus.optimizers import DPOptimizer  # type: ignore[import-untyped, unused-ignore]
         from opacus.validators import ModuleValidator  # type: ignore[import-untyped, unused-ignore]
 
-        batch = images.shape[0]
-        if batch < 1 or targets.shape[0] != batch:
-            raise GradleakError(
-                f"Opacus DP-SGD needs matching non-empty batches (got {batch} images and {targets.shape[0]} targets)"
-            )
+        batch = check_dp_batch(images, targets, "Opacus DP-SGD")
         problems = ModuleValidator.validate(model, strict=False)
         if problems:
             reason = " ".join(str(problems[0]).split())
@@ -154,13 +141,9 @@ class OpacusDPSGD:
 
         :meth:`epsilon_dp_accounting` gives Google dp-accounting's figure for the same mechanism.
         """
-        self.as_dpsgd().epsilon(steps=0, sample_rate=sample_rate)  # validates, one-line errors
-        if int(steps) != steps or steps < 0:
-            raise GradleakError(f"Opacus epsilon needs a whole number of steps >= 0 (got {steps})")
-        if steps == 0:
-            return 0.0
-        if self.noise_multiplier == 0:
-            return math.inf
+        trivial = trivial_epsilon(steps, sample_rate, self.noise_multiplier, "Opacus")
+        if trivial is not None:
+            return trivial
         require_opacus()
         from opacus.accountants import RDPAccountant  # type: ignore[import-untyped, unused-ignore]
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
-from gradleak.objective import ClientForward, trainable_parameter_names
-from gradleak.scenarios.base import SCENARIOS, num_classes_of, one_hot
+from gradleak.objective import ClientForward
+from gradleak.scenarios.base import SCENARIOS, LocalClient
 from gradleak.types import SharedUpdate
 
 
 @dataclass
-class FedAvg:
+class FedAvg(LocalClient):
     """The client runs ``local_steps`` of full-batch SGD with ``local_lr`` and shares the weight change.
 
     As in Inverting Gradients' multi-step setting the server knows the step count and rate.
@@ -28,10 +28,6 @@ class FedAvg:
 
     local_steps: int = 1
     local_lr: float = 1e-4
-    defenses: Sequence[Any] = field(default_factory=tuple)
-    generator: torch.Generator | None = None
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (logits, one-hot targets) -> scalar
-    training: bool | None = None  # BatchNorm mode of the client's forward (None: the model's own)
 
     def __post_init__(self) -> None:
         if self.local_steps < 1:
@@ -51,27 +47,11 @@ class FedAvg:
         return "fedavg"
 
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
-        num_classes = num_classes_of(model, images)
-        targets = one_hot(labels, num_classes).to(images.device)
-        names = trainable_parameter_names(model)
+        num_classes, targets, names = self.targets(model, images, labels)
         client = ClientForward(model, parameter_names=names, training=self.training, loss=self.loss)
-        delta = tuple(
-            d.detach() for d in client.weight_change(images, targets, local_steps=self.local_steps, local_lr=self.local_lr)
-        )
-        update = SharedUpdate(
-            tensors=delta,
-            kind="weight_delta",
-            batch_size=images.shape[0],
-            input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
-            num_classes=num_classes,
-            local_steps=self.local_steps,
-            local_lr=self.local_lr,
-            parameter_names=names,
-            training=self.training,
-        )
-        for defense in self.defenses:
-            update = defense.apply(update, generator=self.generator)
-        return update
+        delta = client.weight_change(images, targets, local_steps=self.local_steps, local_lr=self.local_lr)
+        return self.package(delta, images, num_classes, names, kind="weight_delta", then=self.defenses,
+                            local_steps=self.local_steps, local_lr=self.local_lr)
 
 
 SCENARIOS.register("fedavg", FedAvg)

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from gradleak.errors import GradleakError
-from gradleak.scenarios.base import (
-    SCENARIOS,
-    cross_entropy_for_soft_labels,
-    forward_mode,
-    num_classes_of,
-    one_hot,
-)
-from gradleak.objective import ClientForward, trainable_parameter_names
+from gradleak.objective import ClientForward
+from gradleak.scenarios.base import SCENARIOS, LocalClient, cross_entropy_for_soft_labels, forward_mode
 from gradleak.types import SharedUpdate
 
 
 @dataclass
-class FedSGD:
+class FedSGD(LocalClient):
     """The client shares the batch-mean gradient of one step (the DLG setting).
 
     ``defenses`` are applied, in order, to the gradient before it is shared; a DP-SGD defense
@@ -33,11 +27,6 @@ class FedSGD:
     run_settings: ClassVar[tuple[str, ...]] = ()
     label_settings: ClassVar[tuple[str, ...]] = ()
     default_attack: ClassVar[str | None] = None
-
-    defenses: Sequence[Any] = field(default_factory=tuple)
-    generator: torch.Generator | None = None
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (logits, one-hot targets) -> scalar
-    training: bool | None = None  # BatchNorm mode of the client's forward (None: the model's own)
 
     @classmethod
     def from_run(cls, settings: dict[str, Any], *, defenses: Sequence[Any], generator: torch.Generator | None,
@@ -51,10 +40,8 @@ class FedSGD:
         return "fedsgd"
 
     def share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> SharedUpdate:
-        num_classes = num_classes_of(model, images)
-        targets = one_hot(labels, num_classes).to(images.device)
+        num_classes, targets, names = self.targets(model, images, labels)
         loss_fn = self.loss or cross_entropy_for_soft_labels
-        names = trainable_parameter_names(model)
         post_hoc = [d for d in self.defenses if not hasattr(d, "private_gradient")]
         at_gradient_time = [d for d in self.defenses if hasattr(d, "private_gradient")]
         if len(at_gradient_time) > 1:
@@ -63,26 +50,11 @@ class FedSGD:
             if names is not None:
                 raise GradleakError("DP-SGD with frozen parameters is not supported: unfreeze them or drop dpsgd")
             with forward_mode(model, self.training):
-                grads = tuple(
-                    g.detach()
-                    for g in at_gradient_time[0].private_gradient(model, loss_fn, images, targets, generator=self.generator)
-                )
+                grads = at_gradient_time[0].private_gradient(model, loss_fn, images, targets, generator=self.generator)
         else:
             client = ClientForward(model, parameter_names=names, training=self.training, loss=self.loss)
-            grads = tuple(g.detach() for g in client.gradient(images, targets))
-        update = SharedUpdate(
-            tensors=grads,
-            kind="gradient",
-            batch_size=images.shape[0],
-            input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
-            num_classes=num_classes,
-            defenses=tuple(d.name for d in at_gradient_time),
-            parameter_names=names,
-            training=self.training,
-        )
-        for defense in post_hoc:
-            update = defense.apply(update, generator=self.generator)
-        return update
+            grads = client.gradient(images, targets)
+        return self.package(grads, images, num_classes, names, kind="gradient", applied=at_gradient_time, then=post_hoc)
 
 
 SCENARIOS.register("fedsgd", FedSGD)
