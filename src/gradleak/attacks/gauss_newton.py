@@ -201,26 +201,6 @@ def gauss_newton_fit(
     )
 
 
-def cramer_rao_psnr(
-    model: nn.Module, update: SharedUpdate, noise: NoiseModel, images: torch.Tensor, labels: torch.Tensor,
-    *, loss: Loss | None = None,
-) -> float:
-    """The Cramér-Rao PSNR (dB) at ``images``: what an unbiased estimate without a prior can reach
-    at best from this update under ``noise`` (linearised; pixel range 1). Needs ground truth to be
-    a bound; at an estimate it is the estimate's own predicted error."""
-    device = model_device(model)
-    forward = ClientForward.of(copy.deepcopy(model).double(), update, loss=loss)
-    targets = one_hot(labels.to(device), update.num_classes).double()
-    shape = tuple(images.shape)
-    weights = 1.0 / entry_variances(update, noise).to(device)
-
-    def gradient(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([g.flatten() for g in forward.gradient(x.view(shape), targets, functional=True)])
-
-    jacobian, _ = _jacobian(gradient, images.detach().to(device).double().flatten())
-    return _bound_psnr(torch.linalg.eigvalsh((jacobian * weights) @ jacobian.T))
-
-
 def _jacobian(gradient, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
     """(J, ∇W(x)): J is (pixels, entries), one forward-mode column per pixel, batched under vmap."""
     n = x.numel()
