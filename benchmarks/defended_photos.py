@@ -5,8 +5,8 @@
     python benchmarks/defended_photos.py --tuning                        # the declared tuning photos instead
 
 Photos: ``benchmarks/photos/*.png`` (made by ``make_photos.py``; sources in its ATTRIBUTION.md).
-The ones listed in ``benchmarks/photos/TUNING`` were used to choose settings and are left out
-unless ``--tuning`` is given. Each photo is attacked as ``gradleak run --dataset cifar100 --image
+The ones listed in ``benchmarks/photos/TUNING`` (16) were used to choose or fit settings, or to
+diagnose failures, and are left out unless ``--tuning`` is given; the other 15 are held out. Each photo is attacked as ``gradleak run --dataset cifar100 --image
 PHOTO --label L --num-classes 100 --defense SPEC`` does: the CIFAR LeNet (seed 1234, 100 classes),
 label ``crc32(name) % 100``, one FedSGD update whose noise is drawn from a generator seeded by
 photo and spec, ``Auto(iterations=300)``. The reference is the original iDLG loop
@@ -69,7 +69,8 @@ def one_case(name: str, spec: str, *, references: bool, ref_steps: int) -> list[
     start = time.perf_counter()
     result = Auto(iterations=300).run(model, update, generator=torch.Generator().manual_seed(SEED))
     rows.append({"photo": name, "defense": spec, "method": "gradleak auto", "psnr": round(psnr(result.images, image), 2),
-                 "seconds": round(time.perf_counter() - start, 1), "stop_reason": result.stop_reason[:300]})
+                 "seconds": round(time.perf_counter() - start, 1), "stop_reason": result.stop_reason[:300],
+                 "cramer_rao_psnr": result.extras.get("cramer_rao_psnr"), "auto_choice": result.extras.get("auto_choice")})
     if references:
         start = time.perf_counter()
         recon = run_reference_on_shared(model, [t.clone() for t in update.tensors], tuple(image.shape), CLASSES,

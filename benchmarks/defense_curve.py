@@ -3,6 +3,7 @@
     python benchmarks/defense_curve.py                          # 20 CIFAR-100 + 20 MNIST images, every level
     python benchmarks/defense_curve.py --images 4 --ref-steps 100 --out benchmarks/out/defense_curve
     python benchmarks/defense_curve.py --batches                # + batches of 4 under gaussian and prune
+    python benchmarks/defense_curve.py --methods DLG iDLG       # the references only (gradleak's rows later)
     python benchmarks/defense_curve.py --plot-only --out DIR    # table and plot from a finished run
 
 Every method attacks the *same* defended update (one client computation per image and level, its
@@ -100,17 +101,21 @@ def one_case(dataset: str, indices: list[int], spec: str, *, ref_steps: int, met
     return rows
 
 
-def _done(path: Path) -> set[tuple[str, str, str]]:
+def _done(path: Path) -> set[tuple[str, str, str, str]]:
+    """(dataset, indices, defense, method) of every row already written."""
     if not path.exists():
         return set()
     keys = set()
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        keys.add((row["dataset"], json.dumps(row["indices"]), row["defense"]))
+        keys.add((row["dataset"], json.dumps(row["indices"]), row["defense"], row["method"]))
     return keys
 
 
-def run(out: Path, *, datasets: list[str], images: int, ref_steps: int, families: list[str], batches: bool) -> Path:
+def run(
+    out: Path, *, datasets: list[str], images: int, ref_steps: int, families: list[str], batches: bool,
+    methods: tuple[str, ...] = METHODS,
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
     done = _done(rows_path)
@@ -121,10 +126,16 @@ def run(out: Path, *, datasets: list[str], images: int, ref_steps: int, families
                 cases += [(dataset, [i], spec) for i in range(images)]
         if batches and dataset == "cifar100":
             cases += [(dataset, list(range(s, s + 4)), spec) for spec in BATCH_LEVELS for s in (0, 4)]
-    todo = [c for c in cases if (c[0], json.dumps(c[1]), c[2]) not in done]
+    # The references do not depend on gradleak's code: they can run apart (--methods) and be kept.
+    def missing(case: tuple[str, list[int], str]) -> tuple[str, ...]:
+        return tuple(m for m in methods if (case[0], json.dumps(case[1]), case[2], m) not in done)
+
+    todo = [c for c in cases if missing(c)]
     print(f"{len(cases)} cases, {len(cases) - len(todo)} already done; rows in {rows_path}", flush=True)
     for n, (dataset, indices, spec) in enumerate(todo, 1):
-        rows = one_case(dataset, indices, spec, ref_steps=ref_steps)
+        rows = one_case(dataset, indices, spec, ref_steps=ref_steps, methods=missing((dataset, indices, spec)))
+        if not rows:
+            continue
         with rows_path.open("a") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
@@ -259,6 +270,8 @@ def main() -> None:
     parser.add_argument("--ref-steps", type=int, default=300, help="L-BFGS steps of the DLG/iDLG references")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--batches", action="store_true", help="also CIFAR-100 batches of 4 under gaussian and prune")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                        help="only these methods (rows of the others, already written, are kept)")
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -266,7 +279,7 @@ def main() -> None:
     rows_path = args.out / "rows.jsonl"
     if not args.plot_only:
         rows_path = run(args.out, datasets=args.datasets, images=min(args.images, 20), ref_steps=args.ref_steps,
-                        families=args.families, batches=args.batches)
+                        families=args.families, batches=args.batches, methods=tuple(args.methods))
     print(report(rows_path))
     print(f"plot: {rows_path.parent / 'defense_curve.png'}")
 

@@ -40,6 +40,7 @@ from torch import nn
 from gradleak.attacks.analytic import AnalyticInversion, relative_gradient_error, sigmoid_conv_layers
 from gradleak.attacks.base import ATTACKS, AttackContext, BaseAttack, as_gradient
 from gradleak.attacks.dlg import DLG
+from gradleak.attacks.gauss_newton import likelihood_applies, maximum_likelihood
 from gradleak.attacks.ig import InvertingGradients
 from gradleak.attacks.layerwise import LayerwiseInversion, find_layer_chain
 from gradleak.attacks.linear_input import LinearInputInversion, first_linear_gradients
@@ -166,6 +167,14 @@ class Auto(BaseAttack):
     # where the continuation from grey (1,500 evaluations) reaches ~44; the tuning photos leave 1.1-1.5e-6.
     near_exact_error: float = 5e-6
     layerwise_iterations: int | None = None  # L-BFGS-B iterations of the layer-wise solve; None: ``iterations``
+    # Below this expected noise/signal (fp16: 3e-8..4e-8 on the photos) the whole image is first
+    # fitted by maximum likelihood (gradleak.attacks.gauss_newton) from the analytic start; the fit is
+    # kept when it explains the update down to its noise and its own Cramér-Rao PSNR is at least
+    # ``likelihood_psnr`` (the likelihood alone then pins the image down: fp16 59-63 dB on the photos
+    # camera, imagenet_04, _13). int8 (8e-4) is left to the MAP: its fit reached 23.5 dB (bound 25.4)
+    # on camera, where the prior does better; so is Gaussian noise (bound ~7 dB at variance 1e-4).
+    likelihood_level: float = 1e-5
+    likelihood_psnr: float = 35.0
     name: str = "auto"
 
     def check(self, update: SharedUpdate, model: nn.Module | None = None) -> None:
@@ -328,6 +337,13 @@ class Auto(BaseAttack):
     ) -> AttackResult:
         """A defended gradient: MAP inversion against a rival (below), the lower posterior energy kept."""
         level = relative_noise_level(update, noise)
+        if level < self.likelihood_level and likelihood_applies(update, noise):
+            fitted, analytic = maximum_likelihood(model, update, noise, analytic, min_bound_psnr=self.likelihood_psnr,
+                                                  loss=self.loss, observer=observer)
+            if fitted is not None:
+                fitted.extras.update(auto_reason=f"{reason}; {noise.description}; expected noise/signal {level:.1e}",
+                                     noise_to_signal=level)
+                return fitted
         budget = max(self.iterations, self.map_iterations_noisy if level >= 1e-3 else self.map_iterations_precise)
         # A near-exact update (rounding, tiny noise, nothing pruned): the analytic result is close, so
         # the MAP continuation starts from it rather than from grey and needs far fewer evaluations
