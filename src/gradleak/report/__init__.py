@@ -8,27 +8,8 @@ imported only when a figure is drawn.
 
 from __future__ import annotations
 
+from gradleak import figures
+from gradleak.figures import *  # noqa: F403 - the run's figures, under their old import path
 from gradleak.io.files import atomic_write, current_umask, write_json, write_text
-from gradleak.figures.images import save_image, tile, to_numpy_image
-from gradleak.figures.run_figures import (
-    COMPARISON_COLUMNS,
-    history_frames,
-    save_comparison,
-    save_curves,
-    save_history,
-)
 
-__all__ = [
-    "COMPARISON_COLUMNS",
-    "atomic_write",
-    "current_umask",
-    "history_frames",
-    "save_comparison",
-    "save_curves",
-    "save_history",
-    "save_image",
-    "tile",
-    "to_numpy_image",
-    "write_json",
-    "write_text",
-]
+__all__ = [*figures.__all__, "atomic_write", "current_umask", "write_json", "write_text"]
