@@ -225,15 +225,21 @@ def picture(rows: list[dict], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    firsts = {}
+    # per model its first batch-1 image and, where another one did worse under ``auto``, that one too
+    shown: list[tuple[str, int]] = []
     for row in rows:
-        if row["batch"] == 1:
-            firsts.setdefault(row["model"], row["indices"][0])
-    if not firsts:
+        if row["batch"] == 1 and (row["model"], row["indices"][0]) not in shown and row["model"] not in {m for m, _ in shown}:
+            shown.append((row["model"], row["indices"][0]))
+    for model, first in list(shown):
+        autos = [x for x in rows if x["model"] == model and x["batch"] == 1 and x["attack"] == "auto"]
+        worst = min(autos, key=lambda x: x["psnr"][0], default=None)
+        if worst is not None and worst["indices"][0] != first:
+            shown.insert(shown.index((model, first)) + 1, (model, worst["indices"][0]))
+    if not shown:
         return None
-    fig, axes = plt.subplots(len(firsts), 1 + len(ATTACK_NAMES), figsize=(2.0 * (1 + len(ATTACK_NAMES)), 2.1 * len(firsts)),
+    fig, axes = plt.subplots(len(shown), 1 + len(ATTACK_NAMES), figsize=(2.0 * (1 + len(ATTACK_NAMES)), 2.1 * len(shown)),
                              squeeze=False)
-    for r, (model, index) in enumerate(firsts.items()):
+    for r, (model, index) in enumerate(shown):
         original, _ = load_samples("cifar10", [index], split="test")
         panels = [("original", original[0])]
         for attack_name in ATTACK_NAMES:
@@ -272,7 +278,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=200, help="Inverting Gradients' (and auto's) iterations")
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--dlg-iters", type=int, default=50)
-    parser.add_argument("--layerwise-iters", type=int, default=1000,
+    parser.add_argument("--layerwise-iters", type=int, default=1200,
                         help="auto's layer-wise solve (chains with a Linear head, one image; before its --iters of IG)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -14,7 +14,8 @@
    the shared one.
 4. One image's gradient through a chain of layers with a biased Linear head (a ReLU ConvNet with
    BatchNorm, a VGG-style net: no residuals): :class:`~gradleak.attacks.layerwise.LayerwiseInversion`
-   from the exact head input, then Inverting Gradients warm-started from it; the candidate whose
+   from the exact head input; when that leaves a relative gradient error above
+   ``layerwise_accept_error``, Inverting Gradients warm-started from it, and the candidate whose
    implied gradient is closer to the shared one is kept (:meth:`Auto._layerwise`).
 5. Otherwise (a residual net, a batch, a multi-step FedAvg change) run Inverting Gradients.
 
@@ -166,7 +167,7 @@ class Auto(BaseAttack):
     # image 0 under fp16 leaves 1.6e-5 at 31.0 dB and 500 MAP evaluations from it reach only 33.7 dB,
     # where the continuation from grey (1,500 evaluations) reaches ~44; the tuning photos leave 1.1-1.5e-6.
     near_exact_error: float = 5e-6
-    layerwise_iterations: int | None = None  # L-BFGS-B iterations of the layer-wise solve; None: ``iterations``
+    layerwise_iterations: int | None = None  # L-BFGS-B iterations of the layer-wise solve; None: its default (1,200)
     # below this relative gradient error the layer-wise fit is kept as it is: on ConvNet-BN (CIFAR-10
     # images 1-5) it ends at 1e-5..3e-4 with the structure at 46-65 dB, where Inverting Gradients
     # (cosine distance and TV) cannot explain the update better
@@ -290,9 +291,8 @@ class Auto(BaseAttack):
     ) -> AttackResult:
         """The layer-wise solve, then Inverting Gradients from it (and its own restarts); the
         candidate whose implied update is closer to the shared one is kept (no ground truth)."""
-        layerwise = LayerwiseInversion(iterations=self.layerwise_iterations or self.iterations, loss=self.loss).run(
-            model, update, observer=observer
-        )
+        budget = {"iterations": self.layerwise_iterations} if self.layerwise_iterations else {}
+        layerwise = LayerwiseInversion(**budget, loss=self.loss).run(model, update, observer=observer)
         layerwise_error = layerwise.extras["relative_gradient_error"]
         layerwise.extras.update(auto_choice="layerwise", auto_reason=reason)
         if layerwise_error <= self.layerwise_accept_error:

@@ -124,9 +124,6 @@ class _Smoothing:
 
     def __init__(self) -> None:
         self.temperature: float | None = None  # None: the model's own (piecewise) layers
-        # when set, the activation pattern (ReLU masks, max-pooling choices) by layer: recorded at the
-        # first evaluation, then held, which makes the chain smooth around the current image
-        self.frozen: dict[int, torch.Tensor] | None = None
 
 
 class _SmoothReLU(nn.Module):
@@ -137,11 +134,9 @@ class _SmoothReLU(nn.Module):
         self.smoothing = smoothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.smoothing.temperature is not None:
-            return F.softplus(x, beta=1.0 / self.smoothing.temperature)
-        if self.smoothing.frozen is None:
+        if self.smoothing.temperature is None:
             return torch.relu(x)
-        return x * self.smoothing.frozen.setdefault(id(self), (x > 0).to(x.dtype))
+        return F.softplus(x, beta=1.0 / self.smoothing.temperature)
 
 
 class _SmoothMaxPool(nn.Module):
@@ -156,13 +151,7 @@ class _SmoothMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.smoothing.temperature is None or self.window is None:
-            if self.smoothing.frozen is None:
-                return self.pool(x)
-            p = self.pool
-            _, choice = F.max_pool2d(x, p.kernel_size, p.stride, p.padding, p.dilation, ceil_mode=p.ceil_mode,
-                                     return_indices=True)
-            choice = self.smoothing.frozen.setdefault(id(self), choice)
-            return x.flatten(2).gather(2, choice.flatten(2)).view_as(choice)
+            return self.pool(x)
         k = self.window
         windows = x.unfold(2, k, k).unfold(3, k, k).flatten(-2)
         return (torch.softmax(windows / self.smoothing.temperature, dim=-1) * windows).sum(-1)
@@ -205,9 +194,6 @@ class LayerwiseInversion(BaseAttack):
     # None leaves the scale where the fit ended
     scale_prior: float | None = NATURAL_IMAGE_MAX
     loss: Loss | None = None  # only to verify the result; the equations hold for any loss
-    polish_rounds: int = 0
-    polish_iterations: int = 20
-    debug: bool = False
     name: str = "layerwise"
 
     def _chain(self, model: nn.Module, update: SharedUpdate) -> LayerChain:
@@ -266,6 +252,7 @@ class LayerwiseInversion(BaseAttack):
         losses: list[float] = []
         done = 0
         per_stage = max(1, self.iterations // len(self.temperatures))
+        curve = f"smoothed residual, relative (temperature {self.temperatures[0]:g} → {self.temperatures[-1]:g})"
         with torch.enable_grad():
             for temperature in self.temperatures:
                 smoothing.temperature = temperature
@@ -276,21 +263,9 @@ class LayerwiseInversion(BaseAttack):
                 losses.append(float(found.fun))
                 if observer is not None:
                     observer(StepReport(iteration=done, loss=losses[-1], images=torch.from_numpy(flat).reshape(shape).float(),
-                                        objective=f"smoothed residual at temperature {temperature:g} (relative)"))
+                                        objective=curve))
                 if losses[-1] < self.tolerance:
                     break
-            smoothing.temperature = None
-            for _ in range(self.polish_rounds):
-                smoothing.frozen = {}
-                found = minimize(objective, flat, jac=True, method="L-BFGS-B", bounds=bounds,
-                                 options={"maxiter": self.polish_iterations, "maxcor": 30, "ftol": 0.0, "gtol": 0.0,
-                                          "maxfun": 2 * self.polish_iterations})
-                flat, done = found.x, done + max(1, int(found.nit))
-                losses.append(float(found.fun))
-                smoothing.frozen = None
-                if self.debug:
-                    im = torch.from_numpy(flat).reshape(shape).float()
-                    print("polish", found.fun, relative_update_error(model, update, im, restore_batch_labels(update)), flush=True)
         images = torch.from_numpy(flat).reshape(shape).float()
         labels = restore_batch_labels(update)
         scale_note = ""
