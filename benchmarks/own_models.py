@@ -260,7 +260,7 @@ def picture(rows: list[dict], out: Path) -> Path | None:
             ax.set_yticks([])
         axes[r][0].set_ylabel(f"{model}\nCIFAR-10 #{index}", fontsize=8)
     fig.suptitle("Reconstructions from one image's FedSGD gradient (PSNR vs the original; exact: MSE 0)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the first row
     path = out / "own_models.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
