@@ -226,15 +226,17 @@ def picture(rows: list[dict], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     # per model its first batch-1 image and, where another one did worse under ``auto``, that one too
-    shown: list[tuple[str, int]] = []
+    firsts: dict[str, int] = {}
     for row in rows:
-        if row["batch"] == 1 and (row["model"], row["indices"][0]) not in shown and row["model"] not in {m for m, _ in shown}:
-            shown.append((row["model"], row["indices"][0]))
-    for model, first in list(shown):
+        if row["batch"] == 1:
+            firsts.setdefault(row["model"], row["indices"][0])
+    shown: list[tuple[str, int]] = []
+    for model, first in firsts.items():
+        shown.append((model, first))
         autos = [x for x in rows if x["model"] == model and x["batch"] == 1 and x["attack"] == "auto"]
         worst = min(autos, key=lambda x: x["psnr"][0], default=None)
         if worst is not None and worst["indices"][0] != first:
-            shown.insert(shown.index((model, first)) + 1, (model, worst["indices"][0]))
+            shown.append((model, worst["indices"][0]))
     if not shown:
         return None
     fig, axes = plt.subplots(len(shown), 1 + len(ATTACK_NAMES), figsize=(2.0 * (1 + len(ATTACK_NAMES)), 2.1 * len(shown)),

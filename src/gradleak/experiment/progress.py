@@ -74,9 +74,10 @@ class Progress:
     def finish(self, iterations: int, final_psnr: float) -> None:
         """Close the curve at the attack's own iteration count with its returned result's PSNR
         (reports may come every few iterations, and a phase may run without reporting)."""
-        last_differs = bool(self.psnrs) and not math.isnan(final_psnr) and not math.isclose(self.psnrs[-1], final_psnr, rel_tol=1e-6, abs_tol=1e-6)
         # the returned result may also differ from the last reported image at the same iteration (a
         # best restart, a scale set by a prior after the descent): a vertical step, not a hidden one
+        last_differs = (bool(self.psnrs) and not math.isnan(final_psnr)
+                        and not math.isclose(self.psnrs[-1], final_psnr, rel_tol=1e-6, abs_tol=1e-6))
         if not self.iterations or self.iterations[-1] < iterations or last_differs:
             self.iterations.append(max(iterations, self.iterations[-1] if self.iterations else 0))
             self.losses.append(math.nan)  # no objective value for the returned result: the PSNR only

@@ -22,6 +22,7 @@ import torch
 
 from gradleak.errors import GradleakError
 from gradleak.io.files import atomic_write, write_json, write_text
+from gradleak.runtime import torch_threads
 from gradleak.text.attack import (
     EXACT_RELATIVE_L2,
     TextAttackConfig,
@@ -124,11 +125,8 @@ def run_text_experiment(
         raise GradleakError(
             f"--iters must be at least 1 (got {config.attack.iters}): pass --iters 300"
         )
-    old_threads = torch.get_num_threads()
-    try:
+    with torch_threads(None):  # _run picks the count; the caller's is restored after
         return _run(config, device, out_dir, progress)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 SMALL_MODEL_PARAMS = 20_000_000
